@@ -1,0 +1,36 @@
+# pointseg: `make demo` to see it work, `make test` to check it.
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+
+.PHONY: install install-dev test bench demo study clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch is installed only when missing, so a CUDA build already in the environment is kept
+# and CI can pin the CPU build (TORCH_SPEC).
+install: $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e ".[spconv]"
+
+install-dev: $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e ".[spconv,dev]"
+
+test: install-dev
+	$(PY) -m pytest -q
+
+bench: install-dev
+	$(PY) bench/run_all.py
+
+demo: install
+	$(PY) tools/demo.py --out outputs/demo
+
+study: install
+	$(PY) tools/study.py --out outputs/study --doc docs/study.md
+
+clean:
+	rm -rf outputs build *.egg-info
