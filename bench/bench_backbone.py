@@ -1,0 +1,159 @@
+"""MinkUNet34C forward and forward+backward on one ScanNet-size synthetic scene, per backend.
+
+Each backend runs in its own subprocess (same seed, so the same scene and the same weights),
+which makes the peak-memory figure (``ru_maxrss`` growth over the measured work) per backend.
+CPU runs use 2 threads; on CUDA the peak is ``torch.cuda.max_memory_allocated``.
+Writes ``bench/results/backbone.json`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results" / "backbone.json"
+VOXEL = 0.02  # metres
+REPEATS = 3
+THREADS = 2
+
+
+def room_scene(seed: int = 0, voxel: float = VOXEL) -> np.ndarray:
+    """Voxel coordinates (M, 3) of a room's floor, four walls and a few boxes, as surfaces.
+
+    A 4.4 m × 3.8 m × 2.3 m room at 2 cm gives ~150 k occupied voxels, the size of a
+    ScanNet scene after 2 cm voxelization.
+    """
+    rng = np.random.default_rng(seed)
+    nx, ny, nz = int(4.4 / voxel), int(3.8 / voxel), int(2.3 / voxel)
+    pts = []
+
+    def plane(x0, x1, y0, y1, z0, z1):
+        xs, ys, zs = np.arange(x0, x1 + 1), np.arange(y0, y1 + 1), np.arange(z0, z1 + 1)
+        g = np.stack(np.meshgrid(xs, ys, zs, indexing="ij"), -1).reshape(-1, 3)
+        pts.append(g)
+
+    plane(0, nx, 0, ny, 0, 0)  # floor
+    plane(0, nx, 0, 0, 0, nz)  # walls
+    plane(0, nx, ny, ny, 0, nz)
+    plane(0, 0, 0, ny, 0, nz)
+    plane(nx, nx, 0, ny, 0, nz)
+    for _ in range(6):  # boxes: top and four sides
+        sx, sy, sz = rng.integers(15, 50, size=3)
+        x0, y0 = rng.integers(5, nx - sx - 5), rng.integers(5, ny - sy - 5)
+        plane(x0, x0 + sx, y0, y0 + sy, sz, sz)
+        plane(x0, x0 + sx, y0, y0, 1, sz)
+        plane(x0, x0 + sx, y0 + sy, y0 + sy, 1, sz)
+        plane(x0, x0, y0, y0 + sy, 1, sz)
+        plane(x0 + sx, x0 + sx, y0, y0 + sy, 1, sz)
+    return np.unique(np.concatenate(pts), axis=0).astype(np.int32)
+
+
+def _inputs(device: str):
+    from pointseg.sparse import SparseTensor
+
+    grid = torch.from_numpy(room_scene())
+    coords = torch.cat([torch.zeros(len(grid), 1, dtype=torch.int32), grid], 1).to(device)
+    feats = torch.rand(len(grid), 3, generator=torch.Generator().manual_seed(0)).to(device)
+    return SparseTensor(feats, coords)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_time(fn, device: str, repeats: int) -> float:
+    fn()  # warm-up: kernel maps, allocator, spconv's JIT caches
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def worker(backend: str, device: str) -> dict:
+    """Time one backend in this process; returns seconds and peak memory (MiB)."""
+    from pointseg.models import build_backbone
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    x = _inputs(device)
+    model = build_backbone("MinkUNet34C", 3, 200, backend=backend).to(device)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def forward():
+        model.eval()
+        with torch.no_grad():
+            model(x)
+
+    def forward_backward():
+        model.train()
+        model.zero_grad(set_to_none=True)
+        model(x)["logits"].square().mean().backward()
+
+    fwd = _median_time(forward, device, REPEATS)
+    fwd_bwd = _median_time(forward_backward, device, REPEATS)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    return {"backend": backend, "device": device, "voxels": len(x), "forward_s": fwd,
+            "forward_backward_s": fwd_bwd, "iters_per_s": 1.0 / fwd_bwd, "peak_mib": peak}
+
+
+def main() -> dict:
+    from pointseg.sparse import available_backends
+    from pointseg.utils.io import atomic_write_text
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    for device in devices:
+        for backend in available_backends():
+            cmd = [sys.executable, __file__, "--worker", backend, device]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                rows.append({"backend": backend, "device": device, "error": out.stderr.strip()[-500:]})
+                continue
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    ratio = {}
+    for device in devices:
+        t = {r["backend"]: r for r in rows if r["device"] == device and "error" not in r}
+        if "torch" in t and "spconv" in t:
+            ratio[device] = {
+                k: t["torch"][k] / t["spconv"][k] for k in ("forward_s", "forward_backward_s")
+            }
+    result = {"model": "MinkUNet34C", "threads_cpu": THREADS, "repeats": REPEATS, "rows": rows,
+              "torch_over_spconv": ratio, "target_cpu_ratio": 1.3}
+    print("| backend | device | voxels | forward s | fwd+bwd s | it/s (fwd+bwd) | peak MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['backend']} | {r['device']} | error: {r['error'][:60]} | | | | |")
+        else:
+            print(f"| {r['backend']} | {r['device']} | {r['voxels']} | {r['forward_s']:.3f} | "
+                  f"{r['forward_backward_s']:.3f} | {r['iters_per_s']:.2f} | {r['peak_mib']:.0f} |")
+    for device, rt in ratio.items():
+        print(f"\ntorch / spconv on {device}: forward {rt['forward_s']:.2f}x, "
+              f"forward+backward {rt['forward_backward_s']:.2f}x (target <= 1.3x on cpu)")
+    atomic_write_text(RESULTS, json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        print(json.dumps(worker(sys.argv[2], sys.argv[3])))
+    else:
+        main()

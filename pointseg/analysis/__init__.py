@@ -1,0 +1,1 @@
+"""Neural-collapse diagnostics, class-imbalance analysis and scene visualization."""

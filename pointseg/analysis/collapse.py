@@ -1,0 +1,219 @@
+"""Neural-collapse statistics of last-layer features, streamed in bounded memory.
+
+The CeCo paper (Figures 2 and 4) follows Papyan et al. (2020): with ẑ_k the centered, normalized
+class means and ŵ_k the normalized classifier rows, a simplex ETF has
+
+* equiangularity    ``Std_{k≠k'} cos(ẑ_k, ẑ_k') = 0`` and
+* maximal angle     ``Avg_{k≠k'} |cos(ẑ_k, ẑ_k') + 1/(K−1)| = 0``,
+
+and NC1 ``Tr(Σ_W Σ_B⁺) / K`` measures within-class spread relative to between-class spread.
+
+Segmentation data is heavily imbalanced, so a point-weighted global mean and a point-pooled Σ_W
+would be dominated by a few head classes (walls and floors): even class means arranged exactly as
+a simplex ETF would then look skewed. The default ``weighting="class"`` therefore takes the global
+mean as the mean of the class means and Σ_W as the mean of the per-class covariances; on balanced
+data both choices coincide with Papyan's definitions. ``weighting="point"`` gives the pooled ones.
+
+Only per-class counts, means and scatter matrices are kept (K·D² numbers; 200·96² doubles is
+15 MB), merged chunk by chunk with Chan et al.'s parallel update, which stays accurate in float64
+where ``Σxxᵀ − nμμᵀ`` would cancel.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from pointseg.meta import IGNORE_INDEX
+
+METRIC_NAMES = (
+    "equiangular_means",
+    "maxangle_means",
+    "equiangular_classifier",
+    "maxangle_classifier",
+    "nc1",
+)
+WEIGHTINGS = ("class", "point")
+
+
+def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class CollapseAccumulator:
+    """Streaming per-class count, mean and scatter (Σ (x−μ_k)(x−μ_k)ᵀ) of features.
+
+    mmdet3d-style: call :meth:`process` on every chunk (a batch of voxels), then
+    :meth:`evaluate` once. Accumulators of different workers combine with :meth:`merge`.
+    """
+
+    def __init__(self, num_classes: int, feature_dim: int, ignore_index: int = IGNORE_INDEX) -> None:
+        if num_classes < 2 or feature_dim < 1:
+            raise ValueError(f"need num_classes ≥ 2 and feature_dim ≥ 1, got {num_classes}, {feature_dim}")
+        self.num_classes = num_classes
+        self.feature_dim = feature_dim
+        self.ignore_index = ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        k, d = self.num_classes, self.feature_dim
+        self.count = np.zeros(k, dtype=np.int64)
+        self.mean = np.zeros((k, d), dtype=np.float64)
+        self.scatter = np.zeros((k, d, d), dtype=np.float64)
+
+    # ------------------------------------------------------------------ accumulation
+    def process(self, feat: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> None:
+        """Add a chunk: ``feat`` (N, D) and ``labels`` (N,) class index or ``ignore_index``."""
+        x = _as_numpy(feat).astype(np.float64, copy=False)
+        y = _as_numpy(labels).astype(np.int64, copy=False).reshape(-1)
+        if x.ndim != 2 or x.shape[1] != self.feature_dim:
+            raise ValueError(f"feat must be (N, {self.feature_dim}), got {tuple(x.shape)}")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"labels have {y.shape[0]} entries for {x.shape[0]} feature rows")
+        keep = y != self.ignore_index
+        x, y = x[keep], y[keep]
+        if y.size == 0:
+            return
+        if y.min() < 0 or y.max() >= self.num_classes:
+            raise ValueError(f"labels must be in 0..{self.num_classes - 1} or {self.ignore_index}")
+        # Sort once so each class is a contiguous slice: one (n_k × D)ᵀ(n_k × D) product per class.
+        order = np.argsort(y, kind="stable")
+        x, y = x[order], y[order]
+        classes, starts, counts = np.unique(y, return_index=True, return_counts=True)
+        for k, s, n in zip(classes.tolist(), starts.tolist(), counts.tolist()):
+            xk = x[s : s + n]
+            mean_b = xk.mean(axis=0)
+            xc = xk - mean_b
+            self._combine(k, n, mean_b, xc.T @ xc)
+
+    def _combine(self, k: int, n_b: int, mean_b: np.ndarray, scatter_b: np.ndarray) -> None:
+        """Chan et al. parallel update of class ``k`` with a block of ``n_b`` rows."""
+        n_a = int(self.count[k])
+        n = n_a + n_b
+        delta = mean_b - self.mean[k]
+        self.mean[k] += delta * (n_b / n)
+        self.scatter[k] += scatter_b + np.outer(delta, delta) * (n_a * n_b / n)
+        self.count[k] = n
+
+    def merge(self, other: "CollapseAccumulator") -> None:
+        """Fold another accumulator (same K and D) into this one."""
+        if (other.num_classes, other.feature_dim) != (self.num_classes, self.feature_dim):
+            raise ValueError("cannot merge accumulators of different shapes")
+        for k in np.flatnonzero(other.count).tolist():
+            self._combine(k, int(other.count[k]), other.mean[k], other.scatter[k])
+
+    # ------------------------------------------------------------------ statistics
+    @property
+    def present(self) -> np.ndarray:
+        """Boolean (K,) mask of the classes seen at least once."""
+        return self.count > 0
+
+    def global_mean(self, weighting: str = "class") -> np.ndarray:
+        """μ_G: the mean of the present class means (``class``) or of all points (``point``)."""
+        _check_weighting(weighting)
+        p = self.present
+        if not p.any():
+            raise ValueError("no labelled features were processed")
+        if weighting == "class":
+            return self.mean[p].mean(axis=0)
+        return (self.count[p, None] * self.mean[p]).sum(axis=0) / self.count[p].sum()
+
+    def within_class_cov(self, classes: np.ndarray, weighting: str = "class") -> np.ndarray:
+        """Σ_W over ``classes`` (indices): mean class covariance, or pooled over points."""
+        _check_weighting(weighting)
+        if weighting == "class":
+            return (self.scatter[classes] / self.count[classes, None, None]).mean(axis=0)
+        return self.scatter[classes].sum(axis=0) / self.count[classes].sum()
+
+    # ------------------------------------------------------------------ metrics
+    def evaluate(
+        self,
+        classifier_weight: torch.Tensor | np.ndarray | None = None,
+        groups: Mapping[str, np.ndarray] | None = None,
+        weighting: str = "class",
+    ) -> dict:
+        """Collapse metrics over the present classes, overall and per group.
+
+        ``classifier_weight`` (K, D) are the classifier rows w_k (``None``: classifier metrics are
+        ``None``). ``groups`` maps a name (``head`` / ``common`` / ``tail``) to a boolean (K,) mask;
+        a group's angle metrics use the pairs of present classes inside it, with the overall
+        1/(K−1) of the K present classes, and its NC1 uses its own Σ_W, Σ_B (around the overall
+        μ_G). A group with fewer than two present classes gets ``None`` metrics.
+        """
+        present = np.flatnonzero(self.present)
+        if present.size < 2:
+            raise ValueError(f"need at least two classes with features, found {present.size}")
+        mu_g = self.global_mean(weighting)
+        centered = self.mean[present] - mu_g
+        z_hat = _normalize_rows(centered)
+        w_hat = None
+        if classifier_weight is not None:
+            w = _as_numpy(classifier_weight).astype(np.float64)
+            if w.shape != (self.num_classes, self.feature_dim):
+                raise ValueError(
+                    f"classifier_weight must be ({self.num_classes}, {self.feature_dim}), got {w.shape}"
+                )
+            w_hat = _normalize_rows(w[present])
+        k_total = present.size
+        cos_z = z_hat @ z_hat.T
+        cos_w = None if w_hat is None else w_hat @ w_hat.T
+
+        def group_metrics(sel: np.ndarray) -> dict:
+            """Metrics over the positions ``sel`` (into ``present``)."""
+            out: dict = {"num_classes": int(sel.size), "num_points": int(self.count[present[sel]].sum())}
+            if sel.size < 2:
+                return out | {m: None for m in METRIC_NAMES}
+            out["equiangular_means"], out["maxangle_means"] = _angle_metrics(cos_z[np.ix_(sel, sel)], k_total)
+            if cos_w is None:
+                out["equiangular_classifier"] = out["maxangle_classifier"] = None
+            else:
+                out["equiangular_classifier"], out["maxangle_classifier"] = _angle_metrics(
+                    cos_w[np.ix_(sel, sel)], k_total
+                )
+            sigma_w = self.within_class_cov(present[sel], weighting)
+            sigma_b = centered[sel].T @ centered[sel] / sel.size
+            out["nc1"] = nc1(sigma_w, sigma_b, sel.size)
+            return out
+
+        result: dict = {
+            "weighting": weighting,
+            "classes": present.tolist(),
+            "overall": group_metrics(np.arange(k_total)),
+        }
+        for name, mask in (groups or {}).items():
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (self.num_classes,):
+                raise ValueError(f"group {name!r}: mask must have shape ({self.num_classes},)")
+            result[name] = group_metrics(np.flatnonzero(mask[present]))
+        return result
+
+
+def _check_weighting(weighting: str) -> None:
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; expected one of {WEIGHTINGS}")
+
+
+def _normalize_rows(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norm, np.finfo(np.float64).tiny)
+
+
+def _angle_metrics(cos: np.ndarray, k_total: int) -> tuple[float, float]:
+    """(Std, Avg |cos + 1/(K−1)|) of the off-diagonal entries of a cosine matrix."""
+    off = cos[~np.eye(cos.shape[0], dtype=bool)]
+    return float(off.std()), float(np.abs(off + 1.0 / (k_total - 1)).mean())
+
+
+def nc1(sigma_w: np.ndarray, sigma_b: np.ndarray, num_classes: int, rtol: float = 1e-10) -> float:
+    """Papyan's NC1 = Tr(Σ_W Σ_B⁺) / K.
+
+    Σ_B has rank ≤ K−1 < D in general; the pseudo-inverse drops eigenvalues below ``rtol`` times
+    the largest, which in float64 separates the true null space from round-off.
+    """
+    pinv = np.linalg.pinv(sigma_b, rtol=rtol, hermitian=True)
+    return float(np.trace(sigma_w @ pinv) / num_classes)
+

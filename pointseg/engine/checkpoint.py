@@ -1,0 +1,119 @@
+"""Checkpoints: atomic save, ``weights_only`` load, RNG capture, inference loading and export.
+
+Everything in a checkpoint is a tensor or plain python (dict, list, str, number, bool, None), so
+``torch.load(weights_only=True)`` reads it and no checkpoint can execute code when loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from pointseg.engine.config import config_from_dict
+from pointseg.utils.io import atomic_path
+
+# Keys of a training checkpoint (docs/design.md, "Checkpoint").
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "iteration", "config", "etf", "best_miou")
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save`` through a temporary file + rename: a crash never leaves a half-written file."""
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)``, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # unpickling errors come in many types
+        raise ValueError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{path}: not a pointseg checkpoint (needs 'model' and 'config')")
+    return ckpt
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy-global and python RNG states as tensors / plain python."""
+    np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": int(py_version), "state": list(py_state), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def find_etf(model: torch.nn.Module) -> torch.Tensor | None:
+    """The fixed simplex-ETF classifier of the center branch (``Segmentor.etf``), if it has one.
+
+    None without CeCo or with a learned center classifier (paper Table 1).
+    """
+    etf = getattr(model, "etf", None)
+    return etf.detach().cpu().clone() if isinstance(etf, torch.Tensor) else None
+
+
+def load_for_inference(
+    path: str | os.PathLike, overrides: Iterable[str] = (), device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, Any]:
+    """Evaluation Segmentor (no center branch) and its config from a training or exported checkpoint.
+
+    ``overrides`` change the stored config, e.g. ``("model.backend=torch",)`` to run a model
+    trained with spconv on a machine without it (weights are backend-neutral).
+    """
+    from pointseg.models.segmentor import build_segmentor, strip_center_branch
+
+    ckpt = load_checkpoint(path)
+    cfg = config_from_dict(ckpt["config"], overrides, source=f"{path}: config")
+    model = build_segmentor(cfg, train=False)
+    state = strip_center_branch(ckpt["model"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit the model the config describes ({e})") from e
+    return model.to(device).eval(), cfg
+
+
+def export_inference_weights(ckpt_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Write only what evaluation needs: the model without its center branch, plus the config."""
+    from pointseg.models.segmentor import strip_center_branch
+
+    ckpt = load_checkpoint(ckpt_path)
+    out = {
+        "model": strip_center_branch(ckpt["model"]),
+        "config": ckpt["config"],
+        "iteration": ckpt.get("iteration"),
+        "best_miou": ckpt.get("best_miou"),
+    }
+    save_checkpoint(out, out_path)
+    return Path(out_path)

@@ -1,0 +1,111 @@
+"""torchrun process groups, rank helpers and seeding.
+
+A plain ``python tools/train.py`` is a world of one; under ``torchrun`` the environment variables
+``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` select the process's place (multi-node included).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU), once.
+
+    ``device`` forces ``cpu``/``cuda``; by default CUDA is used when available.
+    """
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    """Only this process writes files and logs."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce (``sum``, ``max``, ``mean``); a no-op in a world of one."""
+    if get_world_size() == 1:
+        return tensor
+    if op == "mean":
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor /= get_world_size()
+    else:
+        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return tensor
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Send a picklable python value from ``src`` to every process."""
+    if get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy's legacy global generator and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed python and numpy in a data-loader worker from the seed torch gave it.
+
+    torch derives each worker's seed from the loader's generator (seeded per epoch by the
+    trainer), so workers are reproducible; numpy and python would otherwise repeat the parent's
+    state in every worker.
+    """
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)

@@ -1,0 +1,393 @@
+"""Iteration-based trainer: one process or many (torchrun), resumable bit for bit on CPU.
+
+Reproducibility rests on three facts:
+- the data order is a pure function of (seed, epoch, rank): a ``DistributedSampler`` permutation
+  per epoch, each sample's augmentation seeded by the dataset from (seed, epoch, index), and
+  loader generators seeded per epoch, so a resumed run can skip to the exact batch it stopped at;
+- every RNG (torch, numpy, python) is saved in the checkpoint and restored on resume;
+- the checkpoint holds the full optimizer, scheduler and grad-scaler state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from pointseg.engine.checkpoint import (
+    capture_rng_state,
+    find_etf,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from pointseg.engine.config import save_config, to_plain_dict
+from pointseg.engine.distributed import all_reduce_, barrier, init_distributed, seed_everything, worker_init_fn
+from pointseg.engine.logger import RunLogger, memory_mb
+from pointseg.engine.optim import build_optimizer, build_scheduler, current_lr
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.pth"
+BEST = "best.pth"
+
+# ``train`` section keys the trainer reads, with their defaults.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "iterations": None,  # required
+    "accumulate": 1,  # micro-batches per optimizer step
+    "grad_clip": None,  # max gradient L2 norm, None = off
+    "amp": False,  # mixed precision (CUDA only)
+    "sync_bn": False,  # BatchNorm → SyncBatchNorm under DDP (CUDA only)
+    "find_unused_parameters": False,
+    "log_every": 10,
+    "console_every": 50,
+    "val_every": 0,  # 0 = validate only at the end when a val split is configured
+    "validate": True,
+    "save_every": 500,
+    "progress_bar": True,
+}
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; the run stops and the last good checkpoint stays."""
+
+
+def _seed_for(*parts: int) -> int:
+    """One 63-bit seed from several integers (seed, epoch, rank) without collisions in practice."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def first_non_finite(losses: dict[str, torch.Tensor]) -> tuple[str, float] | None:
+    """Name and value of the first non-finite loss term (the named terms before the total)."""
+    order = [k for k in losses if k != "loss"] + (["loss"] if "loss" in losses else [])
+    for key in order:
+        value = losses[key]
+        if not bool(torch.isfinite(value.detach()).all()):
+            return key, float(value.detach().float().reshape(-1)[0])
+    return None
+
+
+class Trainer:
+    """Trains ``build_segmentor(cfg, train=True)`` on ``build_dataset(cfg.data, "train", "train")``.
+
+    The run folder holds ``config.yaml``, ``log.jsonl``, ``val.jsonl``, TensorBoard events and
+    ``checkpoints/{last,best}.pth``. Only the main process writes.
+    """
+
+    def __init__(
+        self, cfg: DictConfig, run_dir: str | os.PathLike, resume: bool = False, device: str | None = None
+    ) -> None:
+        from pointseg.data import build_dataset
+        from pointseg.models.segmentor import build_segmentor
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
+        self.dist = init_distributed(device)
+        self.device = self.dist.device
+        self.is_main = self.dist.is_main
+        self.opts = {**TRAIN_DEFAULTS, **dict(cfg.train)}
+        self.total = int(self.opts["iterations"])
+        self.accumulate = int(self.opts["accumulate"])
+        if self.accumulate < 1:
+            raise ValueError(f"train.accumulate must be >= 1, got {self.accumulate}")
+        self.seed = int(cfg.seed)
+
+        last = self.ckpt_dir / LAST
+        if not resume and last.exists():
+            raise FileExistsError(
+                f"{last}: the run folder already holds a checkpoint; pass --resume to continue it "
+                "or choose another --out"
+            )
+
+        # Same seed on every process: identical initial weights (DDP also broadcasts them).
+        seed_everything(self.seed)
+        model = build_segmentor(cfg, train=True)
+        if self.opts["sync_bn"] and self.dist.world_size > 1:
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            elif self.is_main:
+                print("train.sync_bn: SyncBatchNorm needs CUDA; keeping per-process BatchNorm on CPU")
+        self.model = model.to(self.device)
+        self.net: nn.Module = self.model
+        if self.dist.world_size > 1:
+            self.net = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(self.opts["find_unused_parameters"]),
+            )
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.sched, self.total)
+        self.amp = bool(self.opts["amp"]) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+        self.batch_size = int(cfg.data.batch_size)
+        self.train_set = build_dataset(cfg.data, "train", "train")
+        self.val_set = None
+        if self.opts["validate"] and self._has_split("val"):
+            self.val_set = build_dataset(cfg.data, "val", "val")
+
+        self.iteration = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.best_miou = float("-inf")
+        self._batches: Iterator[dict[str, Any]] | None = None
+        self._stop_requested = False
+        # Runtime randomness (if any) differs per process; a resume restores it instead.
+        seed_everything(_seed_for(self.seed, self.dist.rank, 1))
+        if resume and last.exists():
+            self._load(last)
+        elif resume and self.is_main:
+            print(f"--resume: no checkpoint in {self.ckpt_dir}, starting from scratch")
+
+    # ------------------------------------------------------------------ data
+    def _has_split(self, split: str) -> bool:
+        root = self.cfg.data.get("root")
+        return root is not None and (Path(root) / split).is_dir()
+
+    def _epoch_loader(self, epoch: int, start_batch: int) -> DataLoader:
+        from pointseg.data.collate import collate
+
+        self.train_set.set_epoch(epoch)
+        sampler = DistributedSampler(
+            self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=self.seed
+        )
+        sampler.set_epoch(epoch)
+        indices = list(sampler)
+        drop_last = bool(self.cfg.data.get("drop_last", True)) and len(indices) >= self.batch_size
+        indices = indices[start_batch * self.batch_size :]
+        workers = int(self.cfg.data.get("num_workers", 0))
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=indices,
+            collate_fn=functools.partial(collate, max_points=self.cfg.data.get("max_points")),
+            num_workers=workers,
+            worker_init_fn=worker_init_fn,
+            generator=torch.Generator().manual_seed(_seed_for(self.seed, epoch, self.dist.rank)),
+            drop_last=drop_last,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def batches_per_epoch(self) -> int:
+        per_rank = math.ceil(len(self.train_set) / self.dist.world_size)
+        if bool(self.cfg.data.get("drop_last", True)) and per_rank >= self.batch_size:
+            return per_rank // self.batch_size
+        return math.ceil(per_rank / self.batch_size)
+
+    def _next_batch(self) -> dict[str, Any]:
+        if self.batches_per_epoch() == 0:
+            raise ValueError(f"{self.cfg.data.root}: the train split has no scenes")
+        while True:
+            if self._batches is None:
+                self._batches = iter(self._epoch_loader(self.epoch, self.batch_in_epoch))
+            try:
+                batch = next(self._batches)
+            except StopIteration:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self._batches = None
+                continue
+            self.batch_in_epoch += 1
+            return self._to_device(batch)
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        rng = capture_rng_state()
+        rng["data"] = {"seed": self.seed, "epoch": self.epoch, "batch": self.batch_in_epoch}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+            "iteration": self.iteration,
+            "config": to_plain_dict(self.cfg),
+            "etf": find_etf(self.model),
+            "best_miou": self.best_miou if math.isfinite(self.best_miou) else None,
+        }
+
+    def save(self, *names: str) -> None:
+        """Write the checkpoint under each name (main process only), atomically."""
+        if not self.is_main:
+            return
+        state = self.checkpoint_state()
+        for name in names:
+            save_checkpoint(state, self.ckpt_dir / name)
+
+    def _load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location=self.device)
+        etf = find_etf(self.model)
+        if etf is not None and ckpt.get("etf") is not None and not torch.equal(etf, ckpt["etf"].cpu()):
+            raise ValueError(f"{path}: the stored ETF differs from the one this config builds (ceco.etf_seed?)")
+        try:
+            self.model.load_state_dict(ckpt["model"], strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: checkpoint does not fit the configured model ({e})") from e
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.amp and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.iteration = int(ckpt["iteration"])
+        self.best_miou = float("-inf") if ckpt.get("best_miou") is None else float(ckpt["best_miou"])
+        data = ckpt["rng"]["data"]
+        if int(data["seed"]) != self.seed:
+            raise ValueError(f"{path}: checkpoint was trained with seed {data['seed']}, config says {self.seed}")
+        self.epoch, self.batch_in_epoch = int(data["epoch"]), int(data["batch"])
+        self._batches = None
+        if self.dist.rank == 0:
+            restore_rng_state(ckpt["rng"])
+        else:  # only the main process's RNG is saved; others reseed deterministically
+            seed_everything(_seed_for(self.seed, self.dist.rank, self.iteration))
+
+    # ------------------------------------------------------------------ loop
+    def request_stop(self) -> None:
+        """Stop after the current iteration and save ``last.pth`` (e.g. on SIGTERM)."""
+        self._stop_requested = True
+
+    def _check_finite(self, losses: dict[str, torch.Tensor], iteration: int) -> None:
+        bad = first_non_finite(losses)
+        if self.dist.world_size > 1:  # every process must stop together
+            flag = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
+            all_reduce_(flag, "max")
+            if bad is None and flag.item() > 0:
+                raise NonFiniteLossError(f"iteration {iteration}: non-finite loss on another process; stopping")
+        if bad is not None:
+            name, value = bad
+            last = self.ckpt_dir / LAST
+            kept = f"last good checkpoint kept: {last}" if last.exists() else "no checkpoint was written yet"
+            raise NonFiniteLossError(f"iteration {iteration}: loss term {name!r} is {value}; stopping ({kept})")
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over ``accumulate`` micro-batches; returns the mean loss terms."""
+        self.net.train()
+        iteration = self.iteration + 1
+        sums: dict[str, torch.Tensor] = {}
+        for micro in range(self.accumulate):
+            batch = self._next_batch()
+            last_micro = micro == self.accumulate - 1
+            sync = contextlib.nullcontext() if last_micro or self.dist.world_size == 1 else self.net.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                    losses = self.net(batch)
+                self._check_finite(losses, iteration)
+                loss = losses["loss"] / self.accumulate if self.accumulate > 1 else losses["loss"]
+                self.scaler.scale(loss).backward()
+            for k, v in losses.items():
+                v = v.detach().float()
+                sums[k] = sums[k] + v if k in sums else v
+        if self.opts["grad_clip"]:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), float(self.opts["grad_clip"]))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.iteration = iteration
+        return {k: v / self.accumulate if self.accumulate > 1 else v for k, v in sums.items()}  # type: ignore[misc]
+
+    def _reduce_losses(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        keys = sorted(losses)
+        values = torch.stack([losses[k].reshape(()) for k in keys]).to(self.device)
+        all_reduce_(values, "mean")
+        reduced = dict(zip(keys, values.cpu().tolist()))
+        return {k: reduced[k] for k in losses}  # the model's order
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """Voxel-level mIoU on the val split (scenes sharded over processes, confusion summed)."""
+        from pointseg.data.collate import collate
+        from pointseg.evaluation.metrics import SemSegMetric
+
+        if self.val_set is None:
+            return {}
+        self.model.eval()
+        metric = SemSegMetric(int(self.cfg.model.num_classes))
+        indices = list(range(self.dist.rank, len(self.val_set), self.dist.world_size))
+        loader = DataLoader(
+            self.val_set,
+            batch_size=int(self.cfg.data.get("val_batch_size", 1)),
+            sampler=indices,
+            collate_fn=collate,
+            num_workers=int(self.cfg.data.get("num_workers", 0)),
+            worker_init_fn=worker_init_fn,
+            generator=torch.Generator().manual_seed(_seed_for(self.seed, 2**31 - 1, self.dist.rank)),
+        )
+        for batch in loader:
+            batch = self._to_device(batch)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                logits = self.model(batch)["logits"]
+            metric.process(logits.argmax(dim=1), batch["segment"])
+        metric.all_reduce()
+        self.model.train()
+        return metric.evaluate()
+
+    def train(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Run to ``train.iterations`` (or stop early after ``stop_at``, saving ``last.pth``)."""
+        o = self.opts
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        logger = RunLogger(
+            self.run_dir,
+            self.total,
+            self.iteration,
+            enabled=self.is_main,
+            console_every=int(o["console_every"]),
+            progress_bar=bool(o["progress_bar"]),
+        )
+        log_every, save_every = max(1, int(o["log_every"])), int(o["save_every"])
+        val_every = int(o["val_every"])
+        last_losses: dict[str, float] = {}
+        try:
+            while self.iteration < self.total:
+                lr = current_lr(self.optimizer)
+                t0 = time.perf_counter()
+                losses = self.train_step()
+                it = self.iteration
+                if it % log_every == 0 or it == self.total:
+                    last_losses = self._reduce_losses(losses)
+                    extra = {"time": time.perf_counter() - t0, "memory_mb": memory_mb(self.device)}
+                    logger.log_train(it, lr, last_losses, extra)
+                logger.step()
+                done = it == self.total
+                validated_best = False
+                if self.val_set is not None and ((val_every > 0 and it % val_every == 0) or done):
+                    metrics = self.validate()
+                    logger.log_val(it, metrics)
+                    miou = float(metrics.get("miou", float("nan")))
+                    if math.isfinite(miou) and miou > self.best_miou:
+                        self.best_miou = miou
+                        validated_best = True
+                stop = self._stop_requested or (stop_at is not None and it >= stop_at)
+                names = [LAST] if done or stop or (save_every > 0 and it % save_every == 0) else []
+                if validated_best:
+                    names = [LAST, BEST]
+                if names:
+                    self.save(*names)
+                    barrier()
+                if stop and not done:
+                    logger.console(f"stopped at iteration {it}; continue with --resume")
+                    break
+        finally:
+            logger.close()
+        return {
+            "iteration": self.iteration,
+            "best_miou": self.best_miou if math.isfinite(self.best_miou) else None,
+            "losses": last_losses,
+            "run_dir": str(self.run_dir),
+        }

@@ -1,0 +1,201 @@
+"""ScanNet200 submission files: ``<scene>.txt`` with one ScanNet id per mesh vertex, zipped.
+
+The benchmark server wants the ``scannet_id`` (1..1191) of the predicted class, one line per vertex
+of ``<scene>_vh_clean_2.ply`` in mesh order, one file per test scene at the root of the zip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from pointseg import meta
+from pointseg.utils.io import atomic_path, atomic_write_text
+
+MESH_SUFFIX = "_vh_clean_2.ply"
+RAW_SCAN_FOLDER = {"train": "scans", "val": "scans", "test": "scans_test"}
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DIGITS_AND_SIGNS = re.compile(r"[0-9+-]*")
+MAX_PROBLEMS_SHOWN = 5  # bad lines quoted per scene; the count is always given
+
+
+def index_to_scannet_id(pred: np.ndarray) -> np.ndarray:
+    """Class indices 0..199 → ScanNet ids; any other value is an error (a submission must be valid)."""
+    pred = np.asarray(pred)
+    if not np.issubdtype(pred.dtype, np.integer):
+        raise TypeError(f"predictions must be integer class indices, got dtype {pred.dtype}")
+    bad = (pred < 0) | (pred >= meta.NUM_CLASSES)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} predictions are not a class index 0..{meta.NUM_CLASSES - 1}")
+    return meta.class_table().scannet_id[pred]
+
+
+def format_prediction(pred: np.ndarray) -> str:
+    """Text of one ``<scene>.txt``: the ScanNet id of each vertex's class, one per line."""
+    ids = index_to_scannet_id(np.asarray(pred).reshape(-1))
+    return "".join(f"{i}\n" for i in ids.tolist())
+
+
+def write_prediction_txt(path: str | os.PathLike, pred: np.ndarray) -> None:
+    """Write one ``<scene>.txt`` (class indices in, ScanNet ids out), atomically."""
+    atomic_write_text(path, format_prediction(pred))
+
+
+def write_submission(path: str | os.PathLike, predictions: Mapping[str, np.ndarray]) -> Path:
+    """Zip ``{scene: per-vertex class indices}`` as ``<scene>.txt`` files at the zip root, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for scene in sorted(predictions):
+                zf.writestr(f"{scene}.txt", format_prediction(predictions[scene]))
+    return path
+
+
+def write_submission_from_txt(path: str | os.PathLike, txt_files: Iterable[str | os.PathLike]) -> Path:
+    """Zip already written ``<scene>.txt`` files (e.g. one per rank) at the zip root, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(Path(p) for p in txt_files):
+                zf.write(f, arcname=f.name)
+    return path
+
+
+def parse_prediction_text(text: str, where: str) -> tuple[np.ndarray | None, list[str]]:
+    """Parse one ``<scene>.txt``: (ScanNet ids or None, problems). ``where`` names the scene."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    problems: list[str] = []
+    try:
+        # Vectorised fast path; the loop below runs only to name the bad lines.
+        stripped = [ln.strip() for ln in lines]
+        if not _DIGITS_AND_SIGNS.fullmatch("".join(stripped)):  # numpy alone would accept "1_0"
+            raise ValueError("not an integer")
+        ids = np.array(stripped, dtype=np.str_).astype(np.int64) if lines else np.zeros(0, np.int64)
+    except ValueError:
+        bad = [i for i, ln in enumerate(lines) if not _INTEGER.fullmatch(ln.strip())]
+        shown = ", ".join(f"line {i + 1}: {lines[i]!r}" for i in bad[:MAX_PROBLEMS_SHOWN])
+        problems.append(f"{where}: {len(bad)} line(s) are not an integer ({shown})")
+        return None, problems
+    valid = np.isin(ids, meta.class_table().scannet_id)
+    if not valid.all():
+        bad = np.flatnonzero(~valid)
+        shown = ", ".join(f"line {i + 1}: {ids[i]}" for i in bad[:MAX_PROBLEMS_SHOWN])
+        problems.append(f"{where}: {bad.size} line(s) are not a ScanNet200 class id ({shown})")
+    return ids, problems
+
+
+def read_submission(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``{scene: ScanNet ids}`` of a submission zip; raises ValueError naming the first bad file."""
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            if name.endswith("/"):
+                continue
+            scene = name.removesuffix(".txt")
+            ids, problems = parse_prediction_text(zf.read(name).decode("utf-8"), f"{path}: {name}")
+            if problems:
+                raise ValueError(problems[0])
+            out[scene] = ids
+    return out
+
+
+def ply_vertex_count(path: str | os.PathLike) -> int:
+    """Vertex count from a PLY header only (``element vertex N``): fast, whatever the body size."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        if f.readline().strip() != b"ply":
+            raise ValueError(f"{path}: not a PLY file (first line is not 'ply')")
+        for _ in range(10_000):  # a header is a few dozen lines
+            line = f.readline()
+            if not line or line.strip() == b"end_header":
+                break
+            parts = line.split()
+            if len(parts) == 3 and parts[:2] == [b"element", b"vertex"]:
+                try:
+                    return int(parts[2])
+                except ValueError:
+                    raise ValueError(f"{path}: malformed vertex count {parts[2]!r}") from None
+    raise ValueError(f"{path}: PLY header has no 'element vertex' line")
+
+
+def scene_list(raw: str | os.PathLike | None, split: str) -> tuple[str, ...]:
+    """Scenes of a split: ``RAW/scannetv2_<split>.txt`` when present, else the official list."""
+    if raw is not None:
+        f = Path(raw) / f"scannetv2_{split}.txt"
+        if f.is_file():
+            return tuple(s.strip() for s in f.read_text(encoding="utf-8").splitlines() if s.strip())
+    return meta.official_scene_list(split)
+
+
+def raw_vertex_counts(raw: str | os.PathLike, split: str = "test") -> tuple[dict[str, int], list[str]]:
+    """``{scene: mesh vertex count}`` from the PLY headers of a raw release, and the problems met."""
+    folder = Path(raw) / RAW_SCAN_FOLDER[split]
+    counts: dict[str, int] = {}
+    problems: list[str] = []
+    for scene in scene_list(raw, split):
+        mesh = folder / scene / f"{scene}{MESH_SUFFIX}"
+        try:
+            counts[scene] = ply_vertex_count(mesh)
+        except FileNotFoundError:
+            problems.append(f"{scene}: mesh {mesh} not found, cannot check its line count")
+            counts[scene] = -1
+        except ValueError as e:
+            problems.append(f"{scene}: {e}")
+            counts[scene] = -1
+    return counts, problems
+
+
+def validate_submission(path: str | os.PathLike, expected: Mapping[str, int]) -> list[str]:
+    """Every problem of a submission zip against ``{scene: vertex count}`` (−1: count unknown).
+
+    Checks: the zip opens; every entry is a ``<scene>.txt`` at the root; exactly one file per
+    expected scene (missing, extra, duplicate); line count equals the vertex count; every line is an
+    integer ScanNet200 id. Returns an empty list when the submission is valid.
+    """
+    path = Path(path)
+    problems: list[str] = []
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as e:
+        return [f"{path}: cannot open as a zip file ({e})"]
+    seen: set[str] = set()
+    with zf:
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir():
+                problems.append(f"{name}: folder inside the zip; files must be at the zip root")
+                continue
+            if "/" in name or "\\" in name:
+                problems.append(f"{name}: not at the zip root")
+                continue
+            if not name.endswith(".txt"):
+                problems.append(f"{name}: not a <scene>.txt file")
+                continue
+            scene = name.removesuffix(".txt")
+            if scene in seen:
+                problems.append(f"{scene}: more than one file in the zip")
+                continue
+            seen.add(scene)
+            if scene not in expected:
+                problems.append(f"{scene}: extra file, not a scene of the split")
+                continue
+            try:
+                text = zf.read(info).decode("utf-8")
+            except (zipfile.BadZipFile, UnicodeDecodeError, OSError) as e:
+                problems.append(f"{scene}: cannot read {name} ({e})")
+                continue
+            ids, bad = parse_prediction_text(text, scene)
+            problems += bad
+            n_lines = len(text.split("\n")) - (text == "" or text.endswith("\n"))
+            if expected[scene] >= 0 and n_lines != expected[scene]:
+                problems.append(f"{scene}: {n_lines} lines but the mesh has {expected[scene]} vertices")
+    for scene in sorted(set(expected) - seen):
+        problems.append(f"{scene}: missing from the zip")
+    return problems

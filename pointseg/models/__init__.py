@@ -1,0 +1,47 @@
+"""Backbones (MinkUNet family) and the registry configs name them by."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .minkunet import (
+    MinkUNet14,
+    MinkUNet14A,
+    MinkUNet14B,
+    MinkUNet14C,
+    MinkUNet14D,
+    MinkUNet18,
+    MinkUNet18A,
+    MinkUNet18B,
+    MinkUNet18D,
+    MinkUNet34,
+    MinkUNet34A,
+    MinkUNet34B,
+    MinkUNet34C,
+    MinkUNet50,
+    MinkUNet101,
+    MinkUNetBase,
+    to_points,
+)
+
+BACKBONES: dict[str, type[MinkUNetBase]] = {
+    cls.__name__: cls
+    for cls in (
+        MinkUNet14, MinkUNet14A, MinkUNet14B, MinkUNet14C, MinkUNet14D,
+        MinkUNet18, MinkUNet18A, MinkUNet18B, MinkUNet18D,
+        MinkUNet34, MinkUNet34A, MinkUNet34B, MinkUNet34C,
+        MinkUNet50, MinkUNet101,
+    )
+}
+
+
+def build_backbone(
+    name: str, in_channels: int, num_classes: int, backend: str = "auto", **kw
+) -> nn.Module:
+    """``BACKBONES[name](in_channels, num_classes, backend=backend, **kw)`` (kw: ``stem_kernel``)."""
+    if name not in BACKBONES:
+        raise KeyError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    return BACKBONES[name](in_channels, num_classes, backend=backend, **kw)
+
+
+__all__ = ["BACKBONES", "MinkUNetBase", "build_backbone", "to_points", *BACKBONES]

@@ -1,0 +1,63 @@
+"""The official ScanNet200 label rule (``BenchmarkScripts/ScanNet200/preprocess_scannet200.py``).
+
+Every vertex starts unlabelled. For each segment group in file order, the vertices whose
+over-segment id is in the group's ``segments`` get the ScanNet id of the first tsv row whose
+``raw_category`` equals the group's ``label`` (no row → 0); a later group overwrites an earlier
+one, also when its id is 0; ids that are not one of the 200 classes are unlabelled. Here the
+result is the contiguous class index 0..199 with −1 for unlabelled (``meta.IGNORE_INDEX``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from pointseg import meta
+
+
+def group_class_index(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Class index (−1 = not one of the 200) and an "unknown raw category" flag per group label."""
+    table = meta.raw_category_table()  # first tsv row wins, as in the official script
+    scannet_ids = np.array([table.get(label, 0) for label in labels], dtype=np.int64)
+    unknown = np.array([label not in table for label in labels], dtype=bool)
+    return meta.class_table().to_index(scannet_ids), unknown
+
+
+def scannet200_labels(
+    seg_indices: np.ndarray, seg_groups: Sequence[dict]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-vertex ``(segment, instance, unknown_vertices)`` by the official ScanNet200 rule.
+
+    ``segment`` is the class index 0..199 or −1, ``instance`` the ``id`` of the last group that
+    covers the vertex or −1 (the same overwrite order; a group whose label is not one of the 200
+    still sets the instance, as in Pointcept), ``unknown_vertices`` the number of vertices whose
+    final group has a label missing from the tsv (they end up −1; counted for the summary).
+    """
+    seg_indices = np.asarray(seg_indices, dtype=np.int64)
+    # Work on the distinct segment ids (a few thousand) instead of the vertices: ``owner`` is the
+    # position of the last group that lists each segment, -1 for none.
+    seg_ids, inverse = np.unique(seg_indices, return_inverse=True)
+    owner = np.full(len(seg_ids), -1, dtype=np.int64)
+    if len(seg_ids):
+        for g, group in enumerate(seg_groups):  # file order, later groups overwrite
+            segments = np.asarray(group["segments"], dtype=np.int64).ravel()
+            pos = np.minimum(np.searchsorted(seg_ids, segments), len(seg_ids) - 1)
+            owner[pos[seg_ids[pos] == segments]] = g
+    vertex_owner = owner[inverse.ravel()]
+    labelled = vertex_owner >= 0
+
+    classes, unknown = group_class_index([str(g["label"]) for g in seg_groups])
+    ids = np.array([int(g["id"]) for g in seg_groups], dtype=np.int64)
+    segment = np.full(len(seg_indices), meta.IGNORE_INDEX, dtype=np.int64)
+    instance = np.full(len(seg_indices), -1, dtype=np.int64)
+    segment[labelled] = classes[vertex_owner[labelled]]
+    instance[labelled] = ids[vertex_owner[labelled]]
+    unknown_vertices = int(unknown[vertex_owner[labelled]].sum())
+    return segment, instance, unknown_vertices
+
+
+def unknown_categories(seg_groups: Sequence[dict]) -> list[str]:
+    """Group labels of a scene that are not a ``raw_category`` of the tsv (sorted, distinct)."""
+    table = meta.raw_category_table()
+    return sorted({str(g["label"]) for g in seg_groups} - table.keys())

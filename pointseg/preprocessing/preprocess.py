@@ -1,0 +1,285 @@
+"""Raw ScanNet v2 release → ScanNet200 scene folders (Pointcept layout) and ``stats.json``.
+
+``RAW/scans/<scene>/`` holds the train and val scans, ``RAW/scans_test/<scene>/`` the test scans.
+The split of a scene comes from ``RAW/scannetv2_{train,val,test}.txt`` when present (so a partial
+or custom release can bring its own lists), else from the official lists in ``datasets/``.
+A listed scene whose folder is missing counts as failed ("missing folder"); a split whose whole
+root (``scans/`` or ``scans_test/``) is absent is skipped and named in the summary, because the
+test scans are often not downloaded.
+
+Output per scene, written atomically (the folder appears complete or not at all):
+``DATA/<split>/<scene>/coord.npy`` float32 (N,3), ``color.npy`` uint8 (N,3), ``normal.npy``
+float32 (N,3) unit, and for train/val ``segment200.npy`` int16 (N,) class index or −1 and
+``instance.npy`` int32 (N,) segGroup id or −1. Vertex order is the mesh's.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pointseg import meta
+from pointseg.preprocessing.labels import scannet200_labels, unknown_categories
+from pointseg.preprocessing.normals import normalize, vertex_normals
+from pointseg.preprocessing.raw import RawScene, RawSceneError, read_raw_scene
+from pointseg.utils.io import atomic_path, atomic_write_text
+
+RAW_ROOT = {"train": "scans", "val": "scans", "test": "scans_test"}
+LABELLED_SPLITS = ("train", "val")
+SCENE_FILES = ("coord", "color", "normal")
+LABEL_FILES = ("segment200", "instance")
+STATS_FILE = "stats.json"
+
+
+@dataclass
+class PreprocessSummary:
+    """What one run did; ``failed`` maps scene → its one-line error."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    # Counted over the scenes processed in this run (skipped scenes are not read again).
+    unknown_category_vertices: int = 0
+    unknown_categories: list[str] = field(default_factory=list)
+    missing_splits: list[str] = field(default_factory=list)
+    stats_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def report(self) -> str:
+        """Human-readable summary, one fact per line."""
+        lines = [
+            f"scenes done: {len(self.done)}, skipped (already finished): {len(self.skipped)}, "
+            f"failed: {len(self.failed)}",
+            f"vertices with an unknown raw category (ignored): {self.unknown_category_vertices}",
+        ]
+        if self.unknown_categories:
+            lines.append("unknown raw categories: " + ", ".join(repr(c) for c in self.unknown_categories))
+        for split in self.missing_splits:
+            lines.append(f"split {split!r} skipped: raw folder {RAW_ROOT[split]}/ is absent")
+        if self.stats_path is not None:
+            lines.append(f"statistics: {self.stats_path}")
+        lines.extend(f"FAILED {err}" for err in self.failed.values())
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# one scene
+
+
+def convert_scene(raw: RawScene, align: bool = False) -> tuple[dict[str, np.ndarray], int]:
+    """Arrays of one scene folder (labels only when ``raw`` has them), in the mesh's vertex order,
+    and the number of vertices ignored for an unknown raw category.
+
+    ``align`` applies ``axisAlignment`` to homogeneous xyz as the official script does, and maps
+    the normals by the inverse transpose of its linear part (a rotation for ScanNet).
+    """
+    normal = vertex_normals(raw.vertices, raw.faces)
+    coord = raw.vertices.astype(np.float64)
+    if align:
+        m = raw.axis_alignment
+        coord = coord @ m[:3, :3].T + m[:3, 3]
+        normal = normalize(normal.astype(np.float64) @ np.linalg.inv(m[:3, :3]))
+    out = {
+        "coord": coord.astype(np.float32),
+        "color": raw.colors.astype(np.uint8),
+        "normal": normal.astype(np.float32),
+    }
+    unknown = 0
+    if raw.seg_indices is not None:
+        segment, instance, unknown = scannet200_labels(raw.seg_indices, raw.seg_groups)
+        out["segment200"] = segment.astype(np.int16)
+        out["instance"] = instance.astype(np.int32)
+    return out, unknown
+
+
+def write_scene_folder(folder: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``<name>.npy`` files into ``folder`` atomically (replacing an existing folder)."""
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+
+
+def is_finished(folder: Path, labelled: bool) -> bool:
+    """A scene folder holding every file of its split (ours or Pointcept's)."""
+    names = SCENE_FILES + (LABEL_FILES if labelled else ())
+    return all((folder / f"{n}.npy").is_file() for n in names)
+
+
+@dataclass(frozen=True)
+class SceneTask:
+    scene: str
+    src: Path
+    dst: Path
+    labelled: bool
+    align: bool
+
+
+@dataclass
+class SceneResult:
+    scene: str
+    error: str | None = None
+    unknown_vertices: int = 0
+    unknown_categories: tuple[str, ...] = ()
+
+
+def process_scene(task: SceneTask) -> SceneResult:
+    """Read, label and write one scene; never raises (a failure comes back as its error line)."""
+    try:
+        raw = read_raw_scene(task.src, task.scene, labelled=task.labelled)
+        arrays, unknown = convert_scene(raw, align=task.align)
+        names = tuple(unknown_categories(raw.seg_groups)) if task.labelled else ()
+        write_scene_folder(task.dst, arrays)
+        return SceneResult(task.scene, None, unknown, names)
+    except RawSceneError as e:
+        return SceneResult(task.scene, str(e))
+    except Exception as e:  # noqa: BLE001 - one broken scan must not stop the other 1500
+        problem = " ".join(f"{type(e).__name__}: {e}".split())
+        return SceneResult(task.scene, f"{task.scene}: {task.dst}: unexpected error ({problem})")
+
+
+# ---------------------------------------------------------------------------------------------
+# the release
+
+
+def scene_lists(raw: Path) -> dict[str, tuple[str, ...]]:
+    """Scene ids per split: ``RAW/scannetv2_<split>.txt`` when present, else the official list."""
+    lists = {}
+    for split in meta.SCENE_SPLITS:
+        path = Path(raw) / f"scannetv2_{split}.txt"
+        if path.is_file():
+            lists[split] = tuple(s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip())
+        else:
+            lists[split] = meta.official_scene_list(split)
+    return lists
+
+
+def preprocess_scannet200(
+    raw: Path,
+    out: Path,
+    workers: int = 1,
+    align: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> PreprocessSummary:
+    """Convert every listed scan of ``raw`` into ``out/<split>/<scene>/`` and write ``out/stats.json``.
+
+    Finished scene folders are skipped unless ``overwrite``; statistics always cover every
+    finished scene of the lists, so they are complete after a rerun. ``workers > 1`` runs scenes
+    in that many processes. Raises ``FileNotFoundError`` when ``raw`` has neither ``scans/`` nor
+    ``scans_test/`` (almost surely a wrong path); scene problems never raise, they are in
+    ``summary.failed``.
+    """
+    raw, out = Path(raw), Path(out)
+    if not any((raw / d).is_dir() for d in set(RAW_ROOT.values())):
+        raise FileNotFoundError(f"{raw}: no scans/ or scans_test/ folder: not a ScanNet v2 release")
+    lists = scene_lists(raw)
+    summary = PreprocessSummary()
+    tasks: list[SceneTask] = []
+    for split in meta.SCENE_SPLITS:
+        root = raw / RAW_ROOT[split]
+        if not root.is_dir():
+            summary.missing_splits.append(split)
+            continue
+        labelled = split in LABELLED_SPLITS
+        for scene in lists[split]:
+            src, dst = root / scene, out / split / scene
+            if not overwrite and is_finished(dst, labelled):  # needs no raw files any more
+                summary.skipped.append(scene)
+            elif not src.is_dir():
+                summary.failed[scene] = str(RawSceneError(scene, f"{RAW_ROOT[split]}/{scene}", "missing folder"))
+            else:
+                tasks.append(SceneTask(scene, src, dst, labelled, align))
+
+    results = _run(tasks, workers, progress)
+    unknown_names: set[str] = set()
+    for task in tasks:  # list order, whatever order the workers finished in
+        res = results[task.scene]
+        if res.error is None:
+            summary.done.append(task.scene)
+            summary.unknown_category_vertices += res.unknown_vertices
+            unknown_names.update(res.unknown_categories)
+        else:
+            summary.failed[task.scene] = res.error
+    summary.unknown_categories = sorted(unknown_names)
+
+    summary.stats_path = out / STATS_FILE
+    atomic_write_text(summary.stats_path, json.dumps(compute_stats(out, lists), indent=1) + "\n")
+    return summary
+
+
+def _run(tasks: list[SceneTask], workers: int, progress: bool) -> dict[str, SceneResult]:
+    results: dict[str, SceneResult] = {}
+    if workers <= 1 or len(tasks) <= 1:
+        with tqdm(total=len(tasks), desc="preprocess", unit="scene", disable=not progress) as bar:
+            for task in tasks:
+                results[task.scene] = process_scene(task)
+                bar.update()
+        return results
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+        # Submit before the bar exists: workers are forked at the first submit, and forking is
+        # safest before tqdm starts its monitor thread.
+        futures = {pool.submit(process_scene, t): t for t in tasks}
+        with tqdm(total=len(tasks), desc="preprocess", unit="scene", disable=not progress) as bar:
+            for fut in as_completed(futures):
+                task = futures[fut]
+                try:
+                    results[task.scene] = fut.result()
+                except Exception as e:  # noqa: BLE001 - e.g. a worker killed by the OS
+                    problem = " ".join(f"{type(e).__name__}: {e}".split())
+                    error = f"{task.scene}: {task.dst}: worker failed ({problem})"
+                    results[task.scene] = SceneResult(task.scene, error)
+                bar.update()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+def compute_stats(out: Path, lists: dict[str, tuple[str, ...]]) -> dict:
+    """Per-split class statistics over every finished scene folder of the lists.
+
+    ``class_point_counts[k]`` counts the points of class index k, ``class_scene_counts[k]`` the
+    scenes with at least one; ``imbalance_factor`` is max/min point count over the classes present
+    (null when none is). Test scenes have no labels: only scene and point counts.
+    """
+    table = meta.class_table()
+    stats: dict = {"class_names": list(table.name), "scannet_ids": table.scannet_id.tolist(), "splits": {}}
+    for split in meta.SCENE_SPLITS:
+        labelled = split in LABELLED_SPLITS
+        folders = [out / split / s for s in lists[split] if is_finished(out / split / s, labelled)]
+        entry: dict = {"num_scenes": len(folders), "num_points": 0}
+        points = np.zeros(meta.NUM_CLASSES, dtype=np.int64)
+        scenes = np.zeros(meta.NUM_CLASSES, dtype=np.int64)
+        ignored = 0
+        for folder in folders:
+            if not labelled:
+                entry["num_points"] += int(np.load(folder / "coord.npy", mmap_mode="r", allow_pickle=False).shape[0])
+                continue
+            seg = np.load(folder / "segment200.npy", allow_pickle=False).astype(np.int64)
+            valid = (seg >= 0) & (seg < meta.NUM_CLASSES)
+            counts = np.bincount(seg[valid], minlength=meta.NUM_CLASSES)
+            points += counts
+            scenes += counts > 0
+            ignored += int((~valid).sum())
+            entry["num_points"] += len(seg)
+        if labelled:
+            present = points[points > 0]
+            entry.update(
+                num_ignored_points=ignored,
+                class_point_counts=points.tolist(),
+                class_scene_counts=scenes.tolist(),
+                num_classes_present=int(len(present)),
+                imbalance_factor=float(present.max() / present.min()) if len(present) else None,
+            )
+        stats["splits"][split] = entry
+    return stats

@@ -1,0 +1,31 @@
+"""Backend-neutral sparse tensor and convolution layers (spconv, MinkowskiEngine or pure torch)."""
+
+from .backends import BACKENDS, available_backends, get_backend, is_available, resolve_backend_name
+from .nn import (
+    BatchNorm,
+    DownConv3d,
+    ReLU,
+    SubMConv3d,
+    UpConv3d,
+    cat,
+    dense_to_sparse_weight,
+    sparse_to_dense_weight,
+)
+from .tensor import SparseTensor
+
+__all__ = [
+    "BACKENDS",
+    "BatchNorm",
+    "DownConv3d",
+    "ReLU",
+    "SparseTensor",
+    "SubMConv3d",
+    "UpConv3d",
+    "available_backends",
+    "cat",
+    "dense_to_sparse_weight",
+    "get_backend",
+    "is_available",
+    "resolve_backend_name",
+    "sparse_to_dense_weight",
+]

@@ -1,0 +1,241 @@
+"""Collapse statistics against closed forms and a stored-features numpy reference."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pointseg.analysis.collapse import METRIC_NAMES, CollapseAccumulator, nc1
+
+
+def etf_vertices(k: int, d: int, seed: int = 0) -> np.ndarray:
+    """(K, D) simplex ETF: unit rows, pairwise cosine −1/(K−1), summing to 0."""
+    basis, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, k)))
+    return (math.sqrt(k / (k - 1)) * basis @ (np.eye(k) - 1.0 / k)).T
+
+
+def points_at(means: np.ndarray, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    feat = np.concatenate([np.repeat(m[None], n, axis=0) for m, n in zip(means, counts)])
+    labels = np.concatenate([np.full(n, k) for k, n in enumerate(counts)])
+    return feat, labels
+
+
+def test_etf_means_give_zero_angle_metrics_and_zero_nc1():
+    k, d = 6, 10
+    etf = etf_vertices(k, d)
+    offset = np.linspace(-3, 5, d)  # a global shift that centering must remove
+    feat, labels = points_at(3.0 * etf + offset, [50, 1, 7, 300, 2, 9])  # imbalanced counts
+    acc = CollapseAccumulator(k, d)
+    acc.process(feat, labels)
+    res = acc.evaluate(classifier_weight=etf * np.arange(1, k + 1)[:, None])  # row norms don't matter
+    for name in METRIC_NAMES:
+        assert res["overall"][name] == pytest.approx(0.0, abs=1e-9), name
+    # A point-weighted global mean is pulled to the big classes: the same ETF looks skewed.
+    skewed = acc.evaluate(weighting="point")["overall"]
+    assert skewed["equiangular_means"] > 0.1 and skewed["maxangle_means"] > 0.1
+
+
+def test_hand_built_three_class_example():
+    means = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    acc = CollapseAccumulator(3, 2)
+    acc.process(*points_at(means, [2, 3, 4]))
+    res = acc.evaluate(classifier_weight=np.array([[2.0, 0.0], [0.0, 5.0], [-1.0, 1.0]]))["overall"]
+    # μ_G = (0, 1/3); centered means (1, −1/3), (0, 2/3), (−1, −1/3):
+    # cos12 = cos23 = −1/√10, cos13 = −4/5.
+    a, b = -1 / math.sqrt(10), -0.8
+    mean = (2 * a + b) / 3
+    std = math.sqrt((2 * (a - mean) ** 2 + (b - mean) ** 2) / 3)
+    assert res["equiangular_means"] == pytest.approx(std)
+    assert res["maxangle_means"] == pytest.approx((2 * abs(a + 0.5) + abs(b + 0.5)) / 3)
+    # Classifier rows (1,0), (0,1), (−1,1)/√2: cosines 0, −1/√2, 1/√2.
+    c = [0.0, -1 / math.sqrt(2), 1 / math.sqrt(2)]
+    assert res["equiangular_classifier"] == pytest.approx(float(np.std(c)))
+    assert res["maxangle_classifier"] == pytest.approx(float(np.mean(np.abs(np.array(c) + 0.5))))
+    assert res["nc1"] == pytest.approx(0.0, abs=1e-12)  # every point sits on its mean
+    assert res["num_classes"] == 3 and res["num_points"] == 9
+
+
+def random_features(seed: int, n: int = 600, k: int = 5, d: int = 4):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(-1, k, n)  # includes ignored points
+    centers = rng.normal(size=(k, d)) * 3
+    feat = centers[np.maximum(labels, 0)] + rng.normal(size=(n, d)) * rng.uniform(0.2, 2, size=(k, 1))[
+        np.maximum(labels, 0)
+    ] + 100.0  # a large offset: naive Σxxᵀ − nμμᵀ would lose digits
+    return feat, labels, k, d
+
+
+def test_streaming_in_chunks_equals_one_pass_and_merge():
+    feat, labels, k, d = random_features(1)
+    one = CollapseAccumulator(k, d)
+    one.process(feat, labels)
+    chunked = CollapseAccumulator(k, d)
+    for idx in np.array_split(np.arange(len(labels)), [1, 7, 100, 101, 350]):
+        chunked.process(torch.from_numpy(feat[idx]), torch.from_numpy(labels[idx]))
+    left, right = CollapseAccumulator(k, d), CollapseAccumulator(k, d)
+    left.process(feat[:250], labels[:250])
+    right.process(feat[250:], labels[250:])
+    left.merge(right)
+    for acc in (chunked, left):
+        np.testing.assert_array_equal(acc.count, one.count)
+        np.testing.assert_allclose(acc.mean, one.mean, rtol=1e-12)
+        np.testing.assert_allclose(acc.scatter, one.scatter, rtol=1e-9)
+        assert acc.evaluate()["overall"]["nc1"] == pytest.approx(one.evaluate()["overall"]["nc1"], rel=1e-9)
+
+
+@pytest.mark.parametrize("weighting", ["class", "point"])
+def test_nc1_matches_numpy_reference_from_stored_features(weighting):
+    feat, labels, k, d = random_features(2)
+    acc = CollapseAccumulator(k, d)
+    acc.process(feat, labels)
+    x, y = feat[labels >= 0], labels[labels >= 0]
+    means = np.stack([x[y == c].mean(0) for c in range(k)])
+    if weighting == "class":
+        mu_g = means.mean(0)
+        sigma_w = np.mean([np.cov(x[y == c].T, bias=True) for c in range(k)], axis=0)
+    else:
+        mu_g = x.mean(0)
+        sigma_w = (x - means[y]).T @ (x - means[y]) / len(y)
+    sigma_b = (means - mu_g).T @ (means - mu_g) / k
+    expected = np.trace(sigma_w @ np.linalg.pinv(sigma_b)) / k
+    got = acc.evaluate(weighting=weighting)["overall"]["nc1"]
+    assert got == pytest.approx(expected, rel=1e-8)
+    assert got > 0
+
+
+def test_groups_use_pairs_inside_the_group_and_missing_classes():
+    feat, labels, _, d = random_features(3, k=5)
+    labels = np.where(labels == 4, 5, labels)  # class 4 absent, class 5 present; K = 7
+    acc = CollapseAccumulator(7, d)
+    acc.process(feat, labels)
+    w = np.random.default_rng(0).normal(size=(7, d))
+    groups = {
+        "head": np.array([1, 1, 1, 0, 0, 0, 0], bool),
+        "common": np.array([0, 0, 0, 1, 1, 0, 0], bool),  # only class 3 present
+        "tail": np.array([0, 0, 0, 0, 0, 1, 1], bool),  # only class 5 present
+    }
+    res = acc.evaluate(classifier_weight=w, groups=groups)
+    assert res["classes"] == [0, 1, 2, 3, 5]
+    assert res["common"]["num_classes"] == 1 and res["common"]["nc1"] is None
+    assert res["tail"]["equiangular_means"] is None
+    # Head pairs: recompute from the overall centering (μ_G over the 5 present classes).
+    present = [0, 1, 2, 3, 5]
+    z = acc.mean[present] - acc.mean[present].mean(0)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    cos = [z[i] @ z[j] for i in range(3) for j in range(3) if i != j]
+    assert res["head"]["equiangular_means"] == pytest.approx(float(np.std(cos)))
+    assert res["head"]["maxangle_means"] == pytest.approx(float(np.mean(np.abs(np.array(cos) + 1 / 4))))
+    wn = w[[0, 1, 2]] / np.linalg.norm(w[[0, 1, 2]], axis=1, keepdims=True)
+    cw = [wn[i] @ wn[j] for i in range(3) for j in range(3) if i != j]
+    assert res["head"]["equiangular_classifier"] == pytest.approx(float(np.std(cw)))
+    json.dumps(res)  # plain JSON types only
+
+
+def test_nc1_function_ignores_null_space_of_sigma_b():
+    sigma_b = np.diag([2.0, 0.5, 0.0])
+    sigma_w = np.diag([1.0, 1.0, 7.0])  # spread along Σ_B's null space does not count
+    assert nc1(sigma_w, sigma_b, 2) == pytest.approx((1 / 2 + 1 / 0.5) / 2)
+
+
+def test_bad_input_is_rejected():
+    acc = CollapseAccumulator(3, 2)
+    with pytest.raises(ValueError, match="feat must be"):
+        acc.process(np.zeros((4, 3)), np.zeros(4))
+    with pytest.raises(ValueError, match="labels have"):
+        acc.process(np.zeros((4, 2)), np.zeros(3))
+    with pytest.raises(ValueError, match="labels must be in"):
+        acc.process(np.zeros((2, 2)), np.array([0, 3]))
+    acc.process(np.zeros((2, 2)), np.array([0, -1]))
+    with pytest.raises(ValueError, match="at least two classes"):
+        acc.evaluate()
+    acc.process(np.ones((1, 2)), np.array([1]))
+    with pytest.raises(ValueError, match="classifier_weight must be"):
+        acc.evaluate(classifier_weight=np.zeros((2, 2)))
+
+
+# ---------------------------------------------------------------- feeding checkpoints' features
+from pointseg.analysis.collapse_run import (  # noqa: E402
+    accumulate,
+    checkpoint_iteration,
+    classifier_weight,
+    write_collapse_report,
+)
+
+
+class FakeSegmentor(torch.nn.Module):
+    """Eval-mode stand-in: features are a fixed linear map of the inputs."""
+
+    def __init__(self, c_in: int, d: int, k: int):
+        super().__init__()
+        self.proj = torch.nn.Linear(c_in, d, dtype=torch.float64)
+        self.classifier = torch.nn.Linear(d, k, dtype=torch.float64)
+
+    def forward(self, batch):
+        feat = self.proj(batch["feat"])
+        return {"feat": feat, "logits": self.classifier(feat)}
+
+
+def test_accumulate_streams_model_features_like_one_pass():
+    torch.manual_seed(0)
+    k, d = 4, 3
+    model = FakeSegmentor(5, d, k).eval()
+    g = torch.Generator().manual_seed(1)
+    batches = [
+        {"feat": torch.randn(n, 5, generator=g, dtype=torch.float64), "segment": torch.randint(-1, k, (n,), generator=g)}
+        for n in (30, 1, 55)
+    ]
+    acc = accumulate(model, batches, k, d, progress=False)
+    with torch.no_grad():
+        feat = torch.cat([model(b)["feat"] for b in batches])
+    ref = CollapseAccumulator(k, d)
+    ref.process(feat, torch.cat([b["segment"] for b in batches]))
+    np.testing.assert_allclose(acc.scatter, ref.scatter, rtol=1e-10)
+    np.testing.assert_array_equal(acc.count, ref.count)
+    with pytest.raises(KeyError, match="segment"):
+        accumulate(model, [{"feat": batches[0]["feat"]}], k, d, progress=False)
+
+
+class ProjectedETF(torch.nn.Module):
+    """Affine but not an nn.Linear, like a fixed-ETF classifier behind a projection."""
+
+    def __init__(self, d: int, k: int, nonlinear: bool = False):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.register_buffer("proj", torch.randn(d, 7, generator=g))
+        self.register_buffer("etf", torch.randn(7, k, generator=g))
+        self.nonlinear = nonlinear
+
+    def forward(self, x):
+        h = x @ self.proj
+        return (torch.relu(h) if self.nonlinear else h) @ self.etf
+
+
+def test_classifier_weight_of_linear_and_probed_classifiers():
+    lin = torch.nn.Linear(6, 4)
+    assert torch.equal(classifier_weight(lin, 6), lin.weight.detach().double())
+    etf = ProjectedETF(6, 4)
+    w = classifier_weight(etf, 6)
+    torch.testing.assert_close(w, (etf.proj @ etf.etf).T.double(), rtol=1e-5, atol=1e-5)
+    assert classifier_weight(ProjectedETF(6, 4, nonlinear=True), 6) is None
+
+
+def test_report_json_png_and_checkpoint_iteration(tmp_path):
+    torch.save({"model": {}, "iteration": 1200, "config": {}}, tmp_path / "ckpt.pth")
+    assert checkpoint_iteration(tmp_path / "ckpt.pth") == 1200
+    feat, labels, k, d = random_features(4)
+    acc = CollapseAccumulator(k, d)
+    records = []
+    for i, idx in enumerate(np.array_split(np.arange(len(labels)), 3)):
+        acc.process(feat[idx], labels[idx])
+        groups = {"head": np.arange(k) < 3, "tail": np.arange(k) >= 3}
+        records.append({"checkpoint": f"c{i}", "iteration": 100 * i, "metrics": acc.evaluate(np.eye(k, d), groups)})
+    json_path, png_path = write_collapse_report(records, tmp_path / "out")
+    saved = json.loads(json_path.read_text())["checkpoints"]
+    assert [r["iteration"] for r in saved] == [0, 100, 200]
+    assert saved[2]["metrics"]["overall"]["nc1"] == pytest.approx(acc.evaluate()["overall"]["nc1"])
+    png = png_path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -1,0 +1,67 @@
+"""Neural-collapse diagnostics of trained checkpoints (CeCo paper, Figures 2 and 4).
+
+    python tools/collapse.py --checkpoint RUN/ckpt_*.pth --split val --out DIR [key=value ...]
+
+For each checkpoint: class means of the decoder features over the split, centered and normalized,
+the normalized classifier rows, their equiangularity / maximal-angle metrics and NC1, overall and
+per head / common / tail. Writes ``DIR/collapse.json`` and ``DIR/collapse.png``. ``--config``
+takes the data settings from a config file instead of the checkpoint's stored config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pointseg.analysis.collapse import METRIC_NAMES
+from pointseg.analysis.collapse_run import analyze_checkpoint, write_collapse_report
+
+GROUPS = ("overall", "head", "common", "tail")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, help="config whose data section is used (default: the checkpoint's)")
+    ap.add_argument("--checkpoint", required=True, nargs="+", type=Path, help="checkpoints, in training order")
+    ap.add_argument("--split", default="val", choices=("train", "val"))
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--max-scenes", type=int, help="use only the first N scenes of the split")
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value")
+    args = ap.parse_args(argv)
+
+    data_cfg = None
+    if args.config is not None:
+        from pointseg.engine.config import load_config
+
+        data_cfg = load_config(args.config, args.overrides).data
+    records = []
+    for ckpt in args.checkpoint:
+        try:
+            rec = analyze_checkpoint(
+                ckpt, args.split, args.overrides, args.device, args.max_scenes, data_cfg=data_cfg
+            )
+        except (OSError, ValueError, KeyError) as e:
+            print(f"error: {ckpt}: {e}", file=sys.stderr)
+            return 2
+        records.append(rec)
+        print(_summary(rec))
+    json_path, png_path = write_collapse_report(records, args.out)
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def _summary(rec: dict) -> str:
+    m = rec["metrics"]
+    lines = [f"{rec['checkpoint']} (iteration {rec['iteration']}, {m['overall']['num_classes']} classes present)"]
+    lines.append(f"  {'group':8s}" + "".join(f"{n:>24s}" for n in METRIC_NAMES))
+    for g in GROUPS:
+        if g in m:
+            vals = ("n/a" if m[g][n] is None else f"{m[g][n]:.4f}" for n in METRIC_NAMES)
+            lines.append(f"  {g:8s}" + "".join(f"{v:>24s}" for v in vals))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
