@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from pointseg.analysis.collapse import METRIC_NAMES, CollapseAccumulator, nc1
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def etf_vertices(k: int, d: int, seed: int = 0) -> np.ndarray:
@@ -239,3 +242,53 @@ def test_report_json_png_and_checkpoint_iteration(tmp_path):
     assert saved[2]["metrics"]["overall"]["nc1"] == pytest.approx(acc.evaluate()["overall"]["nc1"])
     png = png_path.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+# ---------------------------------------------------------------- the tool on a real checkpoint
+def make_tiny_run(root: Path, n_points: int = 400) -> tuple[Path, list[Path], np.ndarray]:
+    """One labelled val scene and two untrained checkpoints of the synthetic baseline config."""
+    from pointseg.engine.config import load_config, to_plain_dict
+    from pointseg.models.segmentor import build_segmentor
+    from pointseg.utils.io import save_npy
+
+    rng = np.random.default_rng(0)
+    coord = rng.uniform(0, 2, (n_points, 3)).astype(np.float32)
+    seg = (coord[:, 0] > 1) * 3 + (coord[:, 1] > 1) * 1 + (coord[:, 2] > 1) * 60  # classes 0,1,3,4,60,...
+    seg[rng.random(n_points) < 0.05] = -1
+    normal = rng.normal(size=(n_points, 3))
+    scene = root / "data" / "val" / "scene0000_00"
+    save_npy(scene / "coord.npy", coord)
+    save_npy(scene / "color.npy", rng.integers(0, 256, (n_points, 3)).astype(np.uint8))
+    save_npy(scene / "normal.npy", (normal / np.linalg.norm(normal, axis=1, keepdims=True)).astype(np.float32))
+    save_npy(scene / "segment200.npy", seg.astype(np.int64))
+    cfg = load_config(REPO / "configs" / "synthetic" / "baseline.yaml", [f"data.root={root / 'data'}", "model.backend=torch"])
+    torch.manual_seed(0)
+    state = build_segmentor(cfg, train=True).state_dict()
+    ckpts = []
+    for it in (100, 200):
+        state["backbone.classifier.weight"] = torch.randn_like(state["backbone.classifier.weight"])
+        ckpts.append(root / f"ckpt_{it}.pth")
+        torch.save({"model": state, "config": to_plain_dict(cfg), "iteration": it}, ckpts[-1])
+    return root / "data", ckpts, seg
+
+
+@pytest.mark.slow
+def test_collapse_tool_on_checkpoints(tmp_path):
+    import importlib.util
+
+    _, ckpts, seg = make_tiny_run(tmp_path)
+    spec = importlib.util.spec_from_file_location("tool_collapse", REPO / "tools" / "collapse.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = str(tmp_path / "out")
+    assert tool.main(["--split", "val", "--out", out, "--checkpoint", *map(str, ckpts), "model.backend=torch"]) == 0
+    records = json.loads((tmp_path / "out" / "collapse.json").read_text())["checkpoints"]
+    assert [r["iteration"] for r in records] == [100, 200]
+    assert records[0]["metrics"]["classes"] == sorted(set(seg[seg >= 0].tolist()))
+    # Classifier metrics come from backbone.classifier.weight of each checkpoint.
+    w = torch.load(ckpts[1], weights_only=True)["model"]["backbone.classifier.weight"].double().numpy()
+    present = records[1]["metrics"]["classes"]
+    wn = w[present] / np.linalg.norm(w[present], axis=1, keepdims=True)
+    cos = (wn @ wn.T)[~np.eye(len(present), dtype=bool)]
+    assert records[1]["metrics"]["overall"]["equiangular_classifier"] == pytest.approx(float(cos.std()))
+    assert (tmp_path / "out" / "collapse.png").stat().st_size > 10_000

@@ -161,3 +161,133 @@ def test_vote_checks_its_input() -> None:
         sample_fragments(_pipeline(False)(apply_view(data, TTAView()), None), use_fragments=True)
     with pytest.raises(ValueError, match="Voxelize"):
         set_fragments(build_transforms([{"name": "NormalizeColor"}]))
+
+
+# ---- end to end: tools/test.py on a tiny preprocessed dataset with tiny real checkpoints ----
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import zipfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from pointseg import meta  # noqa: E402
+from pointseg.evaluation.metrics import SemSegMetric  # noqa: E402
+from pointseg.evaluation.submission import read_submission  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_scene(folder: Path, n: int, seed: int, labelled: bool) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    # sparse at 0.1 m voxels: about two fragments, so few forward passes
+    np.save(folder / "coord.npy", rng.uniform(0, 3.0, (n, 3)).astype(np.float32))
+    np.save(folder / "color.npy", rng.integers(0, 256, (n, 3), dtype=np.uint8))
+    normal = rng.normal(size=(n, 3)).astype(np.float32)
+    np.save(folder / "normal.npy", normal / np.linalg.norm(normal, axis=1, keepdims=True))
+    if labelled:
+        seg = rng.integers(0, 5, n).astype(np.int16)  # any integer dtype on disk
+        seg[:10] = -1
+        np.save(folder / "segment200.npy", seg)
+
+
+def _checkpoint(path: Path, data_root: Path, seed: int) -> None:
+    from pointseg.engine.checkpoint import save_checkpoint
+    from pointseg.engine.config import load_config, to_plain_dict
+    from pointseg.models.segmentor import build_segmentor
+
+    cfg = load_config(
+        ROOT / "configs/synthetic/ceco.yaml",
+        [f"data.root={data_root}", "model.backend=torch", "data.voxel_size=0.1"],
+    )
+    torch.manual_seed(seed)
+    model = build_segmentor(cfg, train=True)  # a training model: its center branch is stripped on load
+    save_checkpoint({"model": model.state_dict(), "config": to_plain_dict(cfg), "iteration": 0}, path)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    data = tmp / "data"
+    for i, name in enumerate(["scene0011_00", "scene0015_00"]):
+        _write_scene(data / "val" / name, 300 + 50 * i, i, labelled=True)
+    for i, name in enumerate(["scene0707_00", "scene0708_00"]):
+        _write_scene(data / "test" / name, 250 + 40 * i, 10 + i, labelled=False)
+    ckpts = [tmp / "a.pth", tmp / "b.pth"]
+    for i, c in enumerate(ckpts):
+        _checkpoint(c, data, seed=i)
+    spec = importlib.util.spec_from_file_location("test_tool", ROOT / "tools" / "test.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tmp, data, ckpts, tool
+
+
+def test_tool_val_metrics_match_saved_predictions(tiny_run) -> None:
+    tmp, data, ckpts, tool = tiny_run
+    out = tmp / "val_out"
+    rc = tool.main(["--checkpoint", *map(str, ckpts), "--split", "val", "--out", str(out), "--save-predictions"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("miou", "head_miou", "common_miou", "tail_miou", "miou_absent_as_zero", "per_class"):
+        assert key in metrics
+    assert (out / "per_class_iou.png").is_file()
+    conf = np.load(out / "confusion.npz", allow_pickle=False)["confusion"]
+    # oracle: score the written submission-format files independently
+    m = SemSegMetric()
+    for scene in ("scene0011_00", "scene0015_00"):
+        ids = np.loadtxt(out / "predictions" / f"{scene}.txt", dtype=np.int64)
+        gt = np.load(data / "val" / scene / "segment200.npy")
+        assert ids.shape == gt.shape  # one line per vertex
+        m.process(meta.class_table().to_index(ids), gt)
+    np.testing.assert_array_equal(conf, m.confusion)
+    assert conf.sum() == (300 - 10) + (350 - 10)
+    assert metrics["miou"] == pytest.approx(m.evaluate()["miou"], nan_ok=True)
+
+
+def _raw_meshes(raw: Path, counts: dict[str, int]) -> Path:
+    from plyfile import PlyData, PlyElement
+
+    for scene, n in counts.items():
+        v = np.zeros(n, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
+        (raw / "scans_test" / scene).mkdir(parents=True, exist_ok=True)
+        PlyData([PlyElement.describe(v, "vertex")]).write(str(raw / "scans_test" / scene / f"{scene}_vh_clean_2.ply"))
+    (raw / "scannetv2_test.txt").write_text("\n".join(counts) + "\n")
+    return raw
+
+
+def test_tool_test_split_writes_valid_submission(tiny_run, capsys) -> None:
+    tmp, data, ckpts, tool = tiny_run
+    out = tmp / "test_out"
+    # validated against the meshes: one mesh here has a vertex more than its scene folder
+    raw = _raw_meshes(tmp / "raw_bad", {"scene0707_00": 250, "scene0708_00": 291})
+    rc = tool.main(["--checkpoint", str(ckpts[0]), "--split", "test", "--out", str(out), "--save-predictions",
+                    "--tta", "2", "--no-fragments", "--raw", str(raw)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "scene0708_00: 290 lines but the mesh has 291 vertices" in err
+    good = _raw_meshes(tmp / "raw_good", {"scene0707_00": 250, "scene0708_00": 290})
+    spec = importlib.util.spec_from_file_location("validate_tool", ROOT / "tools" / "validate_submission.py")
+    validate_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(validate_tool)
+    assert validate_tool.main([str(out / "submission.zip"), "--raw", str(good)]) == 0
+    assert not (out / "metrics.json").exists()
+    with zipfile.ZipFile(out / "submission.zip") as zf:
+        assert sorted(zf.namelist()) == ["scene0707_00.txt", "scene0708_00.txt"]
+    sub = read_submission(out / "submission.zip")
+    for scene, n in (("scene0707_00", 250), ("scene0708_00", 290)):
+        assert sub[scene].shape == (n,)
+        np.testing.assert_array_equal(sub[scene], np.loadtxt(out / "predictions" / f"{scene}.txt", dtype=np.int64))
+
+
+def test_tool_reports_failed_scene(tiny_run, capsys) -> None:
+    tmp, data, ckpts, tool = tiny_run
+    bad = tmp / "bad_data"
+    _write_scene(bad / "val" / "scene0011_00", 200, 0, labelled=True)
+    (bad / "val" / "scene0999_00").mkdir(parents=True)
+    np.save(bad / "val" / "scene0999_00" / "coord.npy", np.zeros((5, 2), np.float32))  # wrong shape
+    rc = tool.main(["--checkpoint", str(ckpts[0]), "--split", "val", "--out", str(tmp / "bad_out"),
+                    "--no-fragments", f"data.root={bad}"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "scene0999_00" in err and "coord.npy" in err
+    assert json.loads((tmp / "bad_out" / "metrics.json").read_text())["failed_scenes"] == ["scene0999_00"]

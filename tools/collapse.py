@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pointseg.analysis.collapse import METRIC_NAMES
+from pointseg.analysis.collapse import METRIC_NAMES, WEIGHTINGS
 from pointseg.analysis.collapse_run import analyze_checkpoint, write_collapse_report
 
 GROUPS = ("overall", "head", "common", "tail")
@@ -27,9 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="val", choices=("train", "val"))
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--weighting", default="class", choices=WEIGHTINGS,
+                    help="global mean and Σ_W over class means (default) or over all points")
     ap.add_argument("--max-scenes", type=int, help="use only the first N scenes of the split")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
-    args = ap.parse_args(argv)
+    # key=value words are taken out first: otherwise --checkpoint's nargs="+" would swallow them.
+    argv = sys.argv[1:] if argv is None else list(argv)
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = ap.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
 
     data_cfg = None
     if args.config is not None:
@@ -40,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     for ckpt in args.checkpoint:
         try:
             rec = analyze_checkpoint(
-                ckpt, args.split, args.overrides, args.device, args.max_scenes, data_cfg=data_cfg
+                ckpt, args.split, args.overrides, args.device, args.max_scenes,
+                data_cfg=data_cfg, weighting=args.weighting,
             )
         except (OSError, ValueError, KeyError) as e:
             print(f"error: {ckpt}: {e}", file=sys.stderr)

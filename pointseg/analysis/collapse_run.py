@@ -89,6 +89,7 @@ def analyze_checkpoint(
     max_scenes: int | None = None,
     progress: bool = True,
     data_cfg=None,
+    weighting: str = "class",
 ) -> dict:
     """Collapse metrics of one checkpoint over ``split``: ``{checkpoint, iteration, split, metrics, ...}``.
 
@@ -115,7 +116,7 @@ def analyze_checkpoint(
         "iteration": checkpoint_iteration(path),
         "split": split,
         "num_scenes": len(dataset),
-        "metrics": acc.evaluate(w, split_groups(num_classes)),
+        "metrics": acc.evaluate(w, split_groups(num_classes), weighting),
     }
 
 

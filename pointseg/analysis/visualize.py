@@ -245,7 +245,7 @@ def predict_vertices(
     from pointseg.data.transforms import to_container
     from pointseg.engine.checkpoint import load_for_inference
 
-    model, cfg = load_for_inference(checkpoint, (*overrides, f"data.root={data_root}"), device=device)
+    model, cfg = load_for_inference(checkpoint, overrides, device=device)
     data_cfg = dict(to_container(cfg.data if data_cfg is None else data_cfg), root=str(data_root))
     dataset = build_dataset(data_cfg, split, mode="test")
     if scene not in dataset.names:

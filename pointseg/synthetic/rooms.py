@@ -22,6 +22,8 @@ OBJECT_SPACING = 0.02  # metres between vertices on objects
 # Walls, floors and ceilings are planar; ScanNet's decimated meshes are coarser there.
 STRUCTURE_SPACING = 0.03
 STRUCTURE_SHARE = 0.4
+MIN_ROOM = 1.8  # shortest room side, metres
+MIN_WALL = 1.0  # lowest scanned wall height, metres
 ROOM_AREA_FACTOR = {"bathroom": 0.75, "storage": 0.85, "laundry": 0.85, "classroom": 1.3, "living_room": 1.1}
 
 # Furniture that defines a room type: (class name, probability, max count).
@@ -89,6 +91,7 @@ class Room:
 
     def footprint(self, center, yaw, size) -> tuple[float, float, float, float]:
         c, s = abs(math.cos(yaw)), abs(math.sin(yaw))
+        size = [float(size[0]), float(size[1])]
         hx = (size[0] * c + size[1] * s) / 2
         hy = (size[0] * s + size[1] * c) / 2
         return (center[0] - hx, center[0] + hx, center[1] - hy, center[1] + hy)
@@ -144,7 +147,11 @@ def make_room(rng: np.random.Generator, room_type: str, vertices: int) -> Room:
     c2 = aspect * (2.0 if ceiling else 1.0)
     c1 = perim * scanned
     x = (-c1 + math.sqrt(c1 * c1 + 4 * c2 * area)) / (2 * c2)
-    x = max(x, 1.6)
+    if x < MIN_ROOM:
+        # small budgets: keep a usable floor and scan the walls lower (partial scans are common)
+        x = MIN_ROOM
+        scanned = max(MIN_WALL, (area - c2 * x * x) / (perim * x))
+        height = scanned if ceiling else height
     return Room(length=aspect * x, width=x, height=scanned, ceiling=ceiling, walls=walls, room_type=room_type, rng=rng)
 
 

@@ -1,0 +1,155 @@
+"""Cost of CeCo's center branch: alone, and as a share of a MinkUNet34C training step.
+
+* Branch alone: center_pool + frozen 512-d projection + normalization + ETF logits + CE and
+  its backward, on ScanNet-size features (150 k voxels × 96, 200 classes), in ms.
+* Training step (forward + backward) of a MinkUNet34C Segmentor with CE, with and without the
+  center branch: the same model and weights in one process, the two modes interleaved and
+  alternated in order, medians over the repeats. The overhead is (with − without) / without.
+
+A MinkUNet34C step on a 150 k-voxel scene takes over a minute on 2 CPU threads, so by default
+the step is measured on the benchmark room voxelized at 5 cm (~25 k voxels), and the branch's
+share of the ScanNet-size step is also given as branch time / the backbone step measured here;
+``--full`` runs the step comparison on the 2 cm room (~150 k voxels; several minutes).
+Backend ``auto``, 2 threads on CPU; on CUDA when available (``--device cuda``).
+Writes ``bench/results/ceco.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_backbone import room_scene  # noqa: E402  (the backbone benchmark's ScanNet-size room)
+
+from pointseg.losses.ceco import CenterCollapseLoss  # noqa: E402
+from pointseg.models.segmentor import build_segmentor  # noqa: E402
+from pointseg.utils.io import atomic_write_text  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ceco.json"
+NUM_CLASSES = 200
+FEATURE_DIM = 96
+THREADS = 2
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def scene_batch(voxel: float, device: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The room as a one-scene batch, labels constant on 40 cm blocks (many classes), 5 % ignored."""
+    grid = room_scene(seed=seed, voxel=voxel)
+    rng = np.random.default_rng(seed)
+    block = (grid * voxel / 0.4).astype(np.int64)
+    segment = (block[:, 0] * 7 + block[:, 1] * 13 + block[:, 2] * 29) % NUM_CLASSES
+    segment[rng.random(len(grid)) < 0.05] = -1
+    coords = np.concatenate([np.zeros((len(grid), 1), np.int32), grid], 1)
+    return {
+        "coords": torch.from_numpy(coords).to(device),
+        "feat": torch.from_numpy(rng.random((len(grid), 3), dtype=np.float32) - 0.5).to(device),
+        "segment": torch.from_numpy(segment).to(device),
+    }
+
+
+def branch_ms(num_points: int, device: str, repeats: int = 15) -> float:
+    """Median ms of the center branch (forward + backward) on (num_points, 96) features."""
+    gen = torch.Generator().manual_seed(0)
+    feat = torch.randn(num_points, FEATURE_DIM, generator=gen).to(device).requires_grad_(True)
+    segment = torch.randint(-1, NUM_CLASSES, (num_points,), generator=gen).to(device)
+    loss_fn = CenterCollapseLoss(FEATURE_DIM, NUM_CLASSES).to(device)
+    times = []
+    for i in range(repeats + 2):
+        feat.grad = None
+        _sync(device)
+        t = time.perf_counter()
+        loss_fn(feat, segment).backward()
+        _sync(device)
+        if i >= 2:  # warm-up
+            times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def step_seconds(batch: dict, device: str, repeats: int) -> dict[str, float]:
+    """Median seconds of one training step without and with the center branch (same weights)."""
+    torch.manual_seed(0)
+    cfg = {
+        "model": {"name": "MinkUNet34C", "backend": "auto", "in_channels": 3, "num_classes": NUM_CLASSES},
+        "ceco": {"enabled": True},
+        "loss": [{"name": "cross_entropy", "weight": 1.0}],
+    }
+    model = build_segmentor(cfg).to(device).train()
+    branch = model.center_loss
+
+    def step(with_branch: bool) -> float:
+        model.center_loss = branch if with_branch else None
+        model.zero_grad(set_to_none=True)
+        _sync(device)
+        t = time.perf_counter()
+        model(batch)["loss"].backward()
+        _sync(device)
+        return time.perf_counter() - t
+
+    step(True)  # warm-up: kernel maps, allocator, backend caches
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for r in range(repeats):
+        for mode in ((False, True) if r % 2 == 0 else (True, False)):
+            times[mode].append(step(mode))
+    model.center_loss = branch
+    return {"without": statistics.median(times[False]), "with": statistics.median(times[True]),
+            "backend": model.backbone.backend}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="training step on the ~150 k-voxel room (slow on CPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=None, help="step repeats per mode (default 2 on CPU, 10 on CUDA)")
+    args = parser.parse_args(argv)
+    device = args.device
+    if device == "cpu":
+        torch.set_num_threads(THREADS)
+    full = args.full or device == "cuda"
+    repeats = args.repeats or (10 if device == "cuda" else 2)
+
+    batch = scene_batch(0.02 if full else 0.05, device)
+    voxels = int(batch["coords"].shape[0])
+    b_scene = branch_ms(voxels, device)
+    b_150k = branch_ms(150_000, device)
+    step = step_seconds(batch, device, repeats)
+    overhead = 100.0 * (step["with"] - step["without"]) / step["without"]
+    share = 100.0 * b_scene / 1e3 / step["without"]
+    result = {
+        "device": device if device == "cpu" else torch.cuda.get_device_name(),
+        "threads": torch.get_num_threads() if device == "cpu" else None,
+        "backend": step["backend"],
+        "step_voxels": voxels,
+        "step_repeats": repeats,
+        "step_s_without_ceco": round(step["without"], 4),
+        "step_s_with_ceco": round(step["with"], 4),
+        "step_overhead_pct": round(overhead, 2),
+        "branch_ms_at_step_voxels": round(b_scene, 2),
+        "branch_share_of_step_pct": round(share, 2),
+        "branch_ms_150k": round(b_150k, 2),
+    }
+    print(f"device {result['device']}, backend {result['backend']}, MinkUNet34C, 200 classes\n")
+    print("| measure | value |\n| --- | --- |")
+    print(f"| step voxels | {voxels} |")
+    print(f"| step s/it without CeCo (median of {repeats}) | {step['without']:.3f} |")
+    print(f"| step s/it with CeCo (median of {repeats}) | {step['with']:.3f} |")
+    print(f"| overhead, measured | {overhead:+.2f} % |")
+    print(f"| center branch alone at {voxels} voxels | {b_scene:.1f} ms ({share:.2f} % of the step) |")
+    print(f"| center branch alone at 150 k voxels | {b_150k:.1f} ms |")
+    atomic_write_text(RESULTS, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

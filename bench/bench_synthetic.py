@@ -1,0 +1,52 @@
+"""Synthetic ScanNet generation speed: 100 default scenes (40 k vertices) on 2 worker processes.
+
+Target: under a minute. Prints a markdown table and writes bench/results/synthetic.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from pointseg.synthetic import generate_synthetic_scannet
+from pointseg.utils.io import atomic_write_text
+
+HERE = Path(__file__).resolve().parent
+REPEATS = 2  # a run takes ~30 s on 2 cores; two keep the benchmark near a minute
+SCENES, VERTICES, WORKERS = 100, 40000, 2
+
+
+def main() -> None:
+    times, vertices = [], 0.0
+    for _ in range(REPEATS):
+        out = Path(tempfile.mkdtemp(prefix="bench_synthetic_"))
+        try:
+            start = time.perf_counter()
+            s = generate_synthetic_scannet(out, train=SCENES, val=0, test=0, seed=0, vertices=VERTICES, workers=WORKERS, progress=False)
+            times.append(time.perf_counter() - start)
+            vertices = s["mean_vertices"] * SCENES
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    med = statistics.median(times)
+    result = {
+        "scenes": SCENES,
+        "vertices_requested": VERTICES,
+        "workers": WORKERS,
+        "total_vertices": int(vertices),
+        "seconds_median": med,
+        "seconds_all": times,
+        "vertices_per_second": vertices / med,
+        "target_seconds": 60,
+    }
+    print("| scenes | workers | mean vertices | median time (s) | vertices/s |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| {SCENES} | {WORKERS} | {vertices / SCENES:.0f} | {med:.1f} | {vertices / med:,.0f} |")
+    atomic_write_text(HERE / "results" / "synthetic.json", json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

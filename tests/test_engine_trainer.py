@@ -1,0 +1,254 @@
+"""Trainer on tiny scenes: the loss falls, logs and checkpoints are complete, NaN stops the run,
+inference loading drops the center branch."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pointseg.engine.checkpoint import export_inference_weights, load_checkpoint, load_for_inference
+from pointseg.engine.config import config_from_dict
+from pointseg.engine.trainer import NonFiniteLossError, Trainer
+from pointseg.models import BACKBONES
+from pointseg.models.minkunet import MinkUNet14
+
+# ---------------------------------------------------------------- helpers shared by test_engine_*.py
+class MinkUNetTiny(MinkUNet14):
+    """The real MinkUNet code at a few channels, so a training step takes milliseconds."""
+
+    INIT_DIM = 8
+    PLANES = (8, 16, 16, 16, 16, 16, 16, 16)
+
+
+TINY = "MinkUNetTiny"
+
+
+def register_tiny_backbone() -> None:
+    """Make ``model.name: MinkUNetTiny`` buildable (in this process; call it in spawned ones too)."""
+    BACKBONES.setdefault(TINY, MinkUNetTiny)
+
+
+@pytest.fixture(autouse=True)
+def tiny_backbone(monkeypatch):
+    monkeypatch.setitem(BACKBONES, TINY, MinkUNetTiny)
+
+CLASSES = (0, 3, 7, 42, 150)  # a few of the 200 class indices
+
+
+def write_scene(folder: Path, seed: int, points: int = 1200) -> None:
+    """A 1 m room-ish scene: one box per class, each class with its own colour (learnable)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    per = points // len(CLASSES)
+    coord, color, segment = [], [], []
+    for j, cls in enumerate(CLASSES):
+        low = np.array([0.2 * j, 0.0, 0.0]) + rng.uniform(0, 0.02, 3)
+        coord.append(low + rng.uniform(0, [0.18, 0.6, 0.5], (per, 3)))
+        base = np.array([(50 * j) % 255, (90 * j + 30) % 255, (170 * j + 60) % 255])
+        color.append(np.clip(base + rng.normal(0, 8, (per, 3)), 0, 255))
+        segment.append(np.full(per, cls))
+    segment = np.concatenate(segment)
+    segment[rng.random(segment.size) < 0.05] = -1  # some unlabelled points
+    normal = rng.normal(size=(segment.size, 3))
+    np.save(folder / "coord.npy", np.concatenate(coord).astype(np.float32))
+    np.save(folder / "color.npy", np.concatenate(color).astype(np.uint8))
+    np.save(folder / "normal.npy", (normal / np.linalg.norm(normal, axis=1, keepdims=True)).astype(np.float32))
+    np.save(folder / "segment200.npy", segment.astype(np.int64))
+    np.save(folder / "instance.npy", np.arange(segment.size, dtype=np.int64) // per)
+
+
+def make_data(root: Path, train: int = 2, val: int = 1) -> Path:
+    for i in range(train):
+        write_scene(root / "train" / f"scene{i:04d}_00", seed=i)
+    for i in range(val):
+        write_scene(root / "val" / f"scene{100 + i:04d}_00", seed=100 + i)
+    return root
+
+
+def tiny_config(root: Path, **train: object):
+    """MinkUNetTiny on the torch backend, CE + CeCo, light augmentation, 5 cm voxels."""
+    cfg = {
+        "seed": 3,
+        "data": {
+            "root": str(root),
+            "seed": 3,
+            "voxel_size": 0.05,
+            "features": ["color"],
+            "batch_size": 1,
+            "num_workers": 0,
+            "train_transforms": [
+                {"name": "RandomRotate", "z": [-0.3, 0.3]},
+                {"name": "ChromaticJitter", "p": 0.5, "std": 0.01},
+                {"name": "NormalizeColor"},
+                {"name": "ToFeature"},
+                {"name": "Voxelize"},
+            ],
+            "test_transforms": [{"name": "NormalizeColor"}, {"name": "ToFeature"}, {"name": "Voxelize"}],
+        },
+        "model": {"name": TINY, "backend": "torch", "in_channels": 3, "num_classes": 200},
+        "ceco": {"enabled": True, "weight": 0.4},
+        "loss": [{"name": "cross_entropy", "weight": 1.0}],
+        "optim": {"name": "SGD", "lr": 0.05},
+        "sched": {"name": "poly", "warmup_iters": 2},
+        "train": {"iterations": 6, "log_every": 1, "val_every": 0, "save_every": 3, "progress_bar": False},
+    }
+    cfg["train"].update(train)
+    return config_from_dict(cfg, source="test config")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return make_data(tmp_path_factory.mktemp("scenes"))
+
+
+# ---------------------------------------------------------------- tests
+def test_short_run_overfits_two_scenes(data_root, tmp_path):
+    torch.set_num_threads(2)
+    cfg = tiny_config(data_root, iterations=30, val_every=0)
+    cfg.data.train_transforms = cfg.data.test_transforms  # no augmentation: pure overfitting
+    cfg.optim = {"name": "AdamW", "lr": 0.01, "weight_decay": 0.0}
+    cfg.sched = {"name": "poly", "power": 0.9}
+    summary = Trainer(cfg, tmp_path / "run").train()
+    log = read_jsonl(tmp_path / "run" / "log.jsonl")
+    assert summary["iteration"] == 30 and [r["iteration"] for r in log] == list(range(1, 31))
+    first = np.mean([r["loss"] for r in log[:5]])
+    last = np.mean([r["loss"] for r in log[-5:]])
+    assert last < 0.5 * first, (first, last)
+    ce_first = np.mean([r["loss_cross_entropy"] for r in log[:5]])
+    ce_last = np.mean([r["loss_cross_entropy"] for r in log[-5:]])
+    assert ce_last < 0.5 * ce_first
+
+
+def test_run_folder_logs_and_checkpoints(data_root, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(data_root, iterations=4, save_every=2, val_every=2)
+    summary = Trainer(cfg, run).train()
+    # log.jsonl: iteration, lr and every loss term the model returns (CE and CeCo here)
+    log = read_jsonl(run / "log.jsonl")
+    assert [r["iteration"] for r in log] == [1, 2, 3, 4]
+    for r in log:
+        assert {"iteration", "lr", "loss", "loss_cross_entropy", "loss_ceco", "time", "memory_mb"} <= set(r)
+        assert all(math.isfinite(r[k]) for k in ("loss", "loss_cross_entropy", "loss_ceco"))
+        assert r["loss"] == pytest.approx(r["loss_cross_entropy"] + 0.4 * r["loss_ceco"], rel=1e-5)
+    # warmup then poly: lr of iteration 1 is warmup_ratio * base lr
+    assert log[0]["lr"] == pytest.approx(0.05 * 0.1) and log[2]["lr"] == pytest.approx(0.05 * (1 - 2 / 4) ** 0.9)
+    val = read_jsonl(run / "val.jsonl")
+    assert [r["iteration"] for r in val] == [2, 4] and all(0.0 <= r["miou"] <= 1.0 for r in val)
+    assert summary["best_miou"] == pytest.approx(max(r["miou"] for r in val))
+    assert (run / "config.yaml").exists()
+    assert OmegaConf.load(run / "config.yaml").train.iterations == 4
+    events = list(run.glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/loss_cross_entropy", "train/loss_ceco", "train/lr", "train/time", "val/miou"} <= tags
+
+    # checkpoints: weights_only loadable, complete
+    for name in ("last.pth", "best.pth"):
+        ckpt = torch.load(run / "checkpoints" / name, weights_only=True)
+        assert {"model", "optimizer", "scheduler", "scaler", "rng", "iteration", "config", "etf", "best_miou"} <= set(ckpt)
+    last = load_checkpoint(run / "checkpoints" / "last.pth")
+    assert last["iteration"] == 4 and last["config"]["train"]["iterations"] == 4
+    # 2 scenes at batch 1: iterations 3-4 are the two batches of epoch 1
+    assert last["rng"]["data"] == {"seed": 3, "epoch": 1, "batch": 2}
+    k = 200
+    etf = last["etf"]
+    assert etf.shape == (512, k)
+    gram = etf.T @ etf  # simplex ETF: equal norms α², pairwise cosines −1/(K−1)
+    assert torch.allclose(gram.diagonal(), torch.full((k,), 25.0), rtol=1e-4)
+    cos = gram[0, 1] / 25.0
+    assert float(cos) == pytest.approx(-1 / (k - 1), rel=1e-3)
+
+
+def test_load_for_inference_and_export_drop_the_center_branch(data_root, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(data_root, iterations=2), run).train()
+    ckpt_path = run / "checkpoints" / "last.pth"
+    train_state = load_checkpoint(ckpt_path)["model"]
+    assert any(k.startswith("center_loss.") for k in train_state)
+
+    model, cfg = load_for_inference(ckpt_path, overrides=["model.backend=torch"])
+    assert not model.training and cfg.model.backend == "torch"
+    state = model.state_dict()
+    assert not any(k.startswith("center_loss.") for k in state)
+    assert all(torch.equal(v, train_state[k]) for k, v in state.items())
+
+    exported = export_inference_weights(ckpt_path, tmp_path / "model.pth")
+    blob = torch.load(exported, weights_only=True)
+    assert set(blob) >= {"model", "config"} and "optimizer" not in blob
+    assert not any(k.startswith("center_loss.") for k in blob["model"])
+    model2, _ = load_for_inference(exported)
+    batch = {
+        "coords": torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 2, 1]], dtype=torch.int32),
+        "feat": torch.rand(3, 3),
+    }
+    with torch.no_grad():
+        assert torch.equal(model(batch)["logits"], model2(batch)["logits"])
+
+
+def test_nan_loss_stops_with_iteration_and_term_and_keeps_last_good_checkpoint(data_root, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    trainer = Trainer(tiny_config(data_root, iterations=6, save_every=2), run)
+    forward = trainer.model.forward
+    calls = {"n": 0}
+
+    def poisoned(batch):
+        calls["n"] += 1
+        out = forward(batch)
+        if calls["n"] == 5:  # iteration 5: the CeCo term goes NaN
+            out["loss_ceco"] = out["loss_ceco"] * float("nan")
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.model, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"iteration 5: loss term 'loss_ceco' is nan"):
+        trainer.train()
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pth")
+    assert ckpt["iteration"] == 4  # the last good one, written at save_every
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert [r["iteration"] for r in read_jsonl(run / "log.jsonl")] == [1, 2, 3, 4]
+
+
+def test_existing_run_needs_resume(data_root, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_config(data_root, iterations=1), run).train()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(tiny_config(data_root, iterations=1), run)
+
+
+def test_gradient_accumulation_equals_the_mean_of_micro_batch_gradients(data_root, tmp_path):
+    """accumulate=2 with batch 1 gives the same update as one step on the mean of both losses."""
+    cfg = tiny_config(data_root, iterations=1, accumulate=2, save_every=0)
+    cfg.ceco.enabled = False
+    cfg.data.train_transforms = cfg.data.test_transforms
+    cfg.optim = {"name": "SGD", "lr": 0.1, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0}
+    cfg.sched = {"name": "poly", "power": 1.0}
+    trainer = Trainer(cfg, tmp_path / "a")
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    # reference: the same two batches, gradients of the mean loss, one SGD step by hand
+    reference = Trainer(cfg, tmp_path / "b")
+    reference.model.load_state_dict(start)
+    batches = [reference._next_batch() for _ in range(2)]
+    reference.model.train()
+    loss = sum(reference.model(b)["loss"] for b in batches) / 2
+    params = [p for p in reference.model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    trainer.train()
+    named = dict(trainer.model.named_parameters())
+    for (name, p), g in zip([(n, p) for n, p in reference.model.named_parameters() if p.requires_grad], grads):
+        expected = p.detach() - 0.1 * (g if g is not None else 0)
+        assert torch.allclose(named[name].detach(), expected, atol=1e-6), name
