@@ -226,7 +226,8 @@ def name_hash(name: str, salt: str = "") -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(f"{salt}:{name}".encode()))
 
 
-def _palette(name: str, materials: tuple[str, ...]) -> np.ndarray:
+def palette_of(name: str, materials: tuple[str, ...]) -> np.ndarray:
+    """Palette (k, 3) of a class: its materials, or two hashed materials and a hashed accent."""
     rng = name_hash(name, "palette")
     if not materials:
         picks = rng.choice(len(_HASHED_MATERIALS), size=2, replace=False)
@@ -279,7 +280,7 @@ def catalog() -> tuple[ClassSpec, ...]:
                 rooms=_rooms(rule.rooms),
                 support=rule.support,
                 z=rule.z,
-                palette=_palette(look, lrule.materials),
+                palette=palette_of(look, lrule.materials),
                 weight=TIER_WEIGHT[split] * float(name_hash(name, "weight").uniform(0.5, 1.5)),
                 raw_names=raw,
             )

@@ -254,8 +254,6 @@ def _ceiling(room: Room, spec, size):
 def _top_levels(p: _Placed) -> list[float]:
     if p.spec is not None and p.spec.family == "shelf":
         return [p.z0 + h for h in shapes.shelf_levels(float(p.size[2]))]
-    if p.spec is not None and p.spec.family == "bed":
-        return [p.z0 + float(p.size[2])]
     return [p.z0 + float(p.size[2])]
 
 
@@ -370,7 +368,7 @@ def add_outside_object(room: Room, label: str) -> None:
     family = ("box", "cylinder", "soft", "disk")[int(rng.integers(4))]
     size = rng.uniform([0.1, 0.1, 0.05], [0.6, 0.5, 0.5])
     mesh = shapes.build_shape(family, size, rng, OBJECT_SPACING)
-    palette = cat._palette(label, ())
+    palette = cat.palette_of(label, ())
     supports = [p for p in room.placed if p.spec is not None and p.spec.support]
     if supports and rng.random() < 0.6:
         parent = supports[int(rng.integers(len(supports)))]

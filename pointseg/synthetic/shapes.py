@@ -293,7 +293,7 @@ def f_case(s, rng, sp):
     body = ellipsoid((w / 2, d / 2, 0.22 * h), sp)
     upper = ellipsoid((0.38 * w, d / 2, 0.16 * h), sp, z0=0.38 * h)
     neck = box((-0.05, -d / 4, 0.65 * h), (0.05, d / 4, h), sp, part=1)
-    return concat([body, upper, neck]).moved(None, (0, 0, 0))
+    return concat([body, upper, neck])
 
 
 def f_soft(s, rng, sp):
