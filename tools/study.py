@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"baseline": "CE (baseline)", "ceco": "CE + CeCo", "ceco_lovasz": "CE + Lovász + CeCo"}
 SPLIT_KEYS = ("miou", "head_miou", "common_miou", "tail_miou", "miou_absent_as_zero")
-COLLAPSE_KEYS = ("feat_equiangularity", "feat_max_angle", "clf_equiangularity", "clf_max_angle", "nc1")
+COLLAPSE_KEYS = ("equiangular_means", "maxangle_means", "equiangular_classifier", "maxangle_classifier", "nc1")
 
 
 def run(cmd: list) -> None:
@@ -97,7 +97,7 @@ def main() -> None:
 
 
 def _final_collapse(entry: dict) -> dict:
-    return entry["collapse"]["checkpoints"][-1]["overall"]
+    return entry["collapse"]["checkpoints"][-1]["metrics"]["overall"]
 
 
 def write_report(results: dict, args, doc: Path, out: Path, minutes: float) -> None:
@@ -126,8 +126,8 @@ def write_report(results: dict, args, doc: Path, out: Path, minutes: float) -> N
     lines += [
         "",
         "Neural-collapse metrics of the last checkpoint on val features (mean over seeds; lower is closer "
-        "to a simplex ETF): equiangularity = Std cos(ẑ_k, ẑ_k'), max-angle = Avg |cos + 1/(K−1)|, for "
-        "class means (feat) and classifier vectors (clf), and NC1 = Tr(Σ_W Σ_B⁺)/K.",
+        "to a simplex ETF): equiangular = Std cos(ẑ_k, ẑ_k'), maxangle = Avg |cos + 1/(K−1)|, for "
+        "class means and classifier vectors, and NC1 = Tr(Σ_W Σ_B⁺)/K.",
         "",
         "| method | " + " | ".join(COLLAPSE_KEYS) + " |",
         "| --- |" + " --- |" * len(COLLAPSE_KEYS),
@@ -138,8 +138,8 @@ def write_report(results: dict, args, doc: Path, out: Path, minutes: float) -> N
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for method, runs in results.items():
-        for ax, key in zip(axes, ("feat_equiangularity", "feat_max_angle")):
-            curves = [[c["overall"].get(key) for c in r["collapse"]["checkpoints"]] for r in runs]
+        for ax, key in zip(axes, ("equiangular_means", "maxangle_means")):
+            curves = [[c["metrics"]["overall"].get(key) for c in r["collapse"]["checkpoints"]] for r in runs]
             its = [c["iteration"] for c in runs[0]["collapse"]["checkpoints"]]
             ax.plot(its, np.nanmean(np.array(curves, dtype=float), axis=0), marker="o", label=METHODS.get(method, method))
             ax.set_title(key)
