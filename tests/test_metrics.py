@@ -133,3 +133,28 @@ def test_report_json_table_and_plot(tmp_path) -> None:
     assert "wall" in text and "miou_absent_as_zero" in text
     plot_per_class_iou(r, tmp_path / "per_class_iou.png")
     assert (tmp_path / "per_class_iou.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _reduce_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    rng = np.random.default_rng(5)
+    gt, pred = rng.integers(-1, 200, 4000), rng.integers(-1, 201, 4000)
+    m = SemSegMetric()
+    m.process(pred[rank::world], gt[rank::world])  # each process sees its own shard
+    m.all_reduce()
+    if rank == 0:
+        np.save(out_file, m.confusion)
+    dist.destroy_process_group()
+
+
+def test_all_reduce_sums_over_processes(tmp_path) -> None:
+    torch.multiprocessing.spawn(
+        _reduce_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path / "conf.npy")), nprocs=2
+    )
+    rng = np.random.default_rng(5)
+    gt, pred = rng.integers(-1, 200, 4000), rng.integers(-1, 201, 4000)
+    m = SemSegMetric()
+    m.process(pred, gt)
+    np.testing.assert_array_equal(np.load(tmp_path / "conf.npy"), m.confusion)

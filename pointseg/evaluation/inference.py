@@ -48,11 +48,12 @@ def apply_view(data: dict, view: TTAView) -> dict:
     Rotation about the centre keeps the scene where it was, so a view differs from the original
     only in orientation and size; normals rotate with the points (and are not scaled).
     """
-    if view.angle == 0.0 and view.scale == 1.0:  # copies: a pipeline may write in place
-        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in data.items()}
+    # Copies: a pipeline may write its arrays in place, and the scene serves every view.
+    out = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in data.items()}
+    if view.angle == 0.0 and view.scale == 1.0:
+        return out
     c, s = math.cos(view.angle), math.sin(view.angle)
     rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-    out = dict(data)
     coord = np.asarray(data["coord"], dtype=np.float64)
     centre = np.zeros(3)
     centre[:2] = (coord[:, :2].min(0) + coord[:, :2].max(0)) / 2
@@ -149,7 +150,7 @@ def set_fragments(transforms: Any, on: bool = True) -> None:
 
     vox = [t for t in getattr(transforms, "transforms", []) if isinstance(t, Voxelize)]
     if len(vox) != 1 or vox[0].mode != "test":
-        raise ValueError(f"test pipeline must end in one test-mode Voxelize, got {transforms!r}")
+        raise ValueError(f"test pipeline must hold exactly one test-mode Voxelize, got {transforms!r}")
     vox[0].fragments = bool(on)
 
 

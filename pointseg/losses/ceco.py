@@ -89,16 +89,19 @@ def center_pool(
             f"center_pool: expected feat (N, D) and segment (N,), got {tuple(feat.shape)} "
             f"and {tuple(segment.shape)}"
         )
+    # Ignored points go to an extra row K that is dropped: no boolean-mask copy of the (N, D)
+    # features, whose gather and scatter-back cost more than the pooling itself.
     segment = segment.long()
-    keep = segment != ignore_index
-    labels_in = segment[keep]
-    if labels_in.numel() and (int(labels_in.min()) < 0 or int(labels_in.max()) >= num_classes):
+    rows = torch.where(segment == ignore_index, num_classes, segment)
+    bad = (rows < 0) | (rows > num_classes) | ((segment == num_classes) & (ignore_index != num_classes))
+    if bool(bad.any()):
+        wrong = segment[bad]
         raise ValueError(
             f"center_pool: labels must be in 0..{num_classes - 1} or {ignore_index} (ignore); got "
-            f"range {int(labels_in.min())}..{int(labels_in.max())}"
+            f"{wrong.numel()} outside, e.g. {int(wrong[0])}"
         )
-    sums = feat.new_zeros(num_classes, feat.shape[1]).index_add(0, labels_in, feat[keep])
-    counts = torch.bincount(labels_in, minlength=num_classes).to(feat.dtype)
+    sums = feat.new_zeros(num_classes + 1, feat.shape[1]).index_add_(0, rows, feat)[:num_classes]
+    counts = torch.bincount(rows, minlength=num_classes + 1)[:num_classes].to(feat.dtype)
     if global_centers and dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
         import torch.distributed.nn.functional as dist_nn
 
