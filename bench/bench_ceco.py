@@ -121,13 +121,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--full", action="store_true", help="training step on the ~150 k-voxel room (slow on CPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=RESULTS, help="result JSON")
-    parser.add_argument("--repeats", type=int, default=None, help="step repeats per mode (default 2 on CPU, 10 on CUDA)")
+    parser.add_argument("--repeats", type=int, default=None, help="step repeats per mode (default 3 on CPU, 10 on CUDA)")
     args = parser.parse_args(argv)
     device = args.device
     if device == "cpu":
         torch.set_num_threads(THREADS)
     full = args.full or device == "cuda"
-    repeats = args.repeats or (10 if device == "cuda" else 2)
+    repeats = args.repeats or (10 if device == "cuda" else 3)
 
     batch = scene_batch(0.02 if full else 0.06, device)
     voxels = int(batch["coords"].shape[0])

@@ -41,8 +41,7 @@ SETTINGS = {
 
 @pytest.mark.parametrize("setting", sorted(SETTINGS))
 def test_kill_and_resume_equals_uninterrupted(setting, data_root, tmp_path, monkeypatch):  # noqa: F811
-    torch.set_num_threads(2)
-    iterations, kill_iteration = 7, 6
+    iterations, kill_iteration = 5, 5
 
     def config():
         cfg = tiny_config(data_root, iterations=iterations, save_every=3, val_every=3, log_every=1)
@@ -58,7 +57,7 @@ def test_kill_and_resume_equals_uninterrupted(setting, data_root, tmp_path, monk
 
     run = tmp_path / "killed"
     victim = Trainer(config(), run)
-    accumulate = int(config().train.accumulate)
+    accumulate = int(config().train.get("accumulate", 1))
     _kill_at(victim, (kill_iteration - 1) * accumulate + 1, monkeypatch)
     with pytest.raises(Killed):
         victim.train()

@@ -36,7 +36,13 @@ def register_tiny_backbone() -> None:
 
 @pytest.fixture(autouse=True)
 def tiny_backbone(monkeypatch):
+    """Register MinkUNetTiny; run on one thread (on a shared 2-core machine, two OpenMP threads
+    spin-wait and tiny ops slow down tenfold; results are the same)."""
     monkeypatch.setitem(BACKBONES, TINY, MinkUNetTiny)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 CLASSES = (0, 3, 7, 42, 150)  # a few of the 200 class indices
 
@@ -113,7 +119,6 @@ def data_root(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------- tests
 def test_short_run_overfits_two_scenes(data_root, tmp_path):
-    torch.set_num_threads(2)
     cfg = tiny_config(data_root, iterations=30, val_every=0)
     cfg.data.train_transforms = cfg.data.test_transforms  # no augmentation: pure overfitting
     cfg.optim = {"name": "AdamW", "lr": 0.01, "weight_decay": 0.0}
@@ -131,8 +136,11 @@ def test_short_run_overfits_two_scenes(data_root, tmp_path):
 
 def test_run_folder_logs_and_checkpoints(data_root, tmp_path):
     run = tmp_path / "run"
-    cfg = tiny_config(data_root, iterations=4, save_every=2, val_every=2)
+    cfg = tiny_config(data_root, iterations=4, save_every=2, val_every=2, snapshot_every=2)
     summary = Trainer(cfg, run).train()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best.pth", "iter_0000002.pth", "iter_0000004.pth", "last.pth"
+    ]
     # log.jsonl: iteration, lr and every loss term the model returns (CE and CeCo here)
     log = read_jsonl(run / "log.jsonl")
     assert [r["iteration"] for r in log] == [1, 2, 3, 4]
@@ -223,6 +231,11 @@ def test_nan_loss_stops_with_iteration_and_term_and_keeps_last_good_checkpoint(d
     assert [r["iteration"] for r in read_jsonl(run / "log.jsonl")] == [1, 2, 3, 4]
 
 
+def test_unknown_train_key_is_an_error(data_root, tmp_path):
+    with pytest.raises(ValueError, match="iteratons"):
+        Trainer(tiny_config(data_root, iteratons=3), tmp_path / "run")
+
+
 def test_existing_run_needs_resume(data_root, tmp_path):
     run = tmp_path / "run"
     Trainer(tiny_config(data_root, iterations=1), run).train()
@@ -252,3 +265,48 @@ def test_gradient_accumulation_equals_the_mean_of_micro_batch_gradients(data_roo
     for (name, p), g in zip([(n, p) for n, p in reference.model.named_parameters() if p.requires_grad], grads):
         expected = p.detach() - 0.1 * (g if g is not None else 0)
         assert torch.allclose(named[name].detach(), expected, atol=1e-6), name
+
+
+def _train_tool():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "train.py"
+    spec = importlib.util.spec_from_file_location("train_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_tool_runs_resumes_with_more_iterations_and_exports(data_root, tmp_path):
+    tool = _train_tool()
+    config = tmp_path / "tiny.yaml"
+    OmegaConf.save(tiny_config(data_root), config)
+    run, weights = tmp_path / "run", tmp_path / "model.pth"
+    argv = ["--config", str(config), "--out", str(run), "--device", "cpu", "train.iterations=2"]
+    assert tool.main([*argv, "--export-inference", str(weights)]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pth")["iteration"] == 2
+    assert not any(k.startswith("center_loss.") for k in torch.load(weights, weights_only=True)["model"])
+    # continue the same run folder (its config.yaml) for one more iteration
+    assert tool.main(["--out", str(run), "--resume", "--device", "cpu", "train.iterations=3"]) == 0
+    assert [r["iteration"] for r in read_jsonl(run / "log.jsonl")] == [1, 2, 3]
+    assert tool.main([*argv, "train.iteration=3"]) == 2  # a typo is an error, not ignored
+
+
+@pytest.mark.parametrize("method", ["baseline", "ceco", "ceco_lovasz", "ceco_dice", "baseline_lovasz"])
+def test_shipped_synthetic_configs_train(method, data_root, tmp_path):
+    """Each configs/synthetic method runs two iterations end to end (tiny backbone, tiny scenes)."""
+    from pointseg.engine.config import load_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / f"{method}.yaml"
+    cfg = load_config(
+        path,
+        [f"data.root={data_root}", f"model.name={TINY}", "model.backend=torch", "train.iterations=2",
+         "train.validate=false", "train.log_every=1", "train.progress_bar=false", "data.batch_size=1"],
+    )
+    Trainer(cfg, tmp_path / "run").train()
+    log = read_jsonl(tmp_path / "run" / "log.jsonl")
+    expected = {f"loss_{entry['name']}" for entry in cfg.loss} | ({"loss_ceco"} if cfg.ceco.enabled else set())
+    for record in log:
+        terms = {k for k in record if k.startswith("loss_")}
+        assert terms == expected
+        assert all(math.isfinite(record[k]) for k in terms | {"loss"})

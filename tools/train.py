@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --config is required (or --resume with --out of an existing run)", file=sys.stderr)
         return 2
     config = args.config or str(Path(args.out) / "config.yaml")
-    cfg = load_config(config, args.overrides)
+    try:
+        cfg = load_config(config, args.overrides)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
     run_dir = Path(args.out) if args.out else default_run_dir(config)
 
     from pointseg.engine.trainer import BEST, CHECKPOINT_DIR, LAST, NonFiniteLossError, Trainer

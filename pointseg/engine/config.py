@@ -130,8 +130,10 @@ def config_from_dict(data: dict[str, Any], overrides: Iterable[str] = (), source
     return cfg
 
 
-def to_plain_dict(cfg: DictConfig) -> dict[str, Any]:
+def to_plain_dict(cfg: Any) -> dict[str, Any]:
     """Resolved plain-python copy (dicts, lists, scalars): safe for ``torch.load(weights_only=True)``."""
+    if not OmegaConf.is_config(cfg):
+        return dict(cfg)
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 

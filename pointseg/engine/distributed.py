@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @dataclass(frozen=True)
@@ -78,15 +80,6 @@ def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return tensor
 
 
-def broadcast_object(obj: object, src: int = 0) -> object:
-    """Send a picklable python value from ``src`` to every process."""
-    if get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
@@ -109,3 +102,34 @@ def worker_init_fn(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+class SparseSyncBatchNorm(nn.SyncBatchNorm):
+    """SyncBatchNorm that, like ``pointseg.sparse.BatchNorm``, also takes a SparseTensor."""
+
+    def forward(self, x):  # type: ignore[override]
+        if hasattr(x, "replace_feats"):
+            return x.replace_feats(super().forward(x.feats))
+        return super().forward(x)
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm layer by a SyncBatchNorm with the same parameters and statistics.
+
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` would turn the sparse ``BatchNorm`` (a
+    ``BatchNorm1d`` whose forward takes a SparseTensor) into a layer that only takes tensors;
+    here sparse layers become :class:`SparseSyncBatchNorm`. State-dict keys do not change, so
+    checkpoints load into models with plain BatchNorm. Statistics are synchronized on CUDA only.
+    """
+    from pointseg.sparse import BatchNorm as SparseBatchNorm
+
+    for name, child in module.named_children():
+        if isinstance(child, _BatchNorm) and not isinstance(child, nn.SyncBatchNorm):
+            cls = SparseSyncBatchNorm if isinstance(child, SparseBatchNorm) else nn.SyncBatchNorm
+            sync = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            sync.load_state_dict(child.state_dict())
+            sync.train(child.training)
+            setattr(module, name, sync)
+        else:
+            convert_sync_batchnorm(child)
+    return module

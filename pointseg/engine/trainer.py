@@ -32,7 +32,14 @@ from pointseg.engine.checkpoint import (
     save_checkpoint,
 )
 from pointseg.engine.config import save_config, to_plain_dict
-from pointseg.engine.distributed import all_reduce_, barrier, init_distributed, seed_everything, worker_init_fn
+from pointseg.engine.distributed import (
+    all_reduce_,
+    barrier,
+    convert_sync_batchnorm,
+    init_distributed,
+    seed_everything,
+    worker_init_fn,
+)
 from pointseg.engine.logger import RunLogger, memory_mb
 from pointseg.engine.optim import build_optimizer, build_scheduler, current_lr
 
@@ -53,8 +60,14 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "val_every": 0,  # 0 = validate only at the end when a val split is configured
     "validate": True,
     "save_every": 500,
+    "snapshot_every": 0,  # also keep checkpoints/iter_<it>.pth every N iterations (0 = off)
     "progress_bar": True,
 }
+
+
+def snapshot_name(iteration: int) -> str:
+    """File name of the kept checkpoint of one iteration (sorts by iteration)."""
+    return f"iter_{iteration:07d}.pth"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -97,6 +110,9 @@ class Trainer:
         self.dist = init_distributed(device)
         self.device = self.dist.device
         self.is_main = self.dist.is_main
+        unknown = sorted(set(cfg.train) - set(TRAIN_DEFAULTS))
+        if unknown:
+            raise ValueError(f"train: unknown keys {unknown}; known: {sorted(TRAIN_DEFAULTS)}")
         self.opts = {**TRAIN_DEFAULTS, **dict(cfg.train)}
         self.total = int(self.opts["iterations"])
         self.accumulate = int(self.opts["accumulate"])
@@ -116,7 +132,7 @@ class Trainer:
         model = build_segmentor(cfg, train=True)
         if self.opts["sync_bn"] and self.dist.world_size > 1:
             if self.device.type == "cuda":
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                model = convert_sync_batchnorm(model)
             elif self.is_main:
                 print("train.sync_bn: SyncBatchNorm needs CUDA; keeping per-process BatchNorm on CPU")
         self.model = model.to(self.device)
@@ -133,10 +149,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
         self.batch_size = int(cfg.data.batch_size)
-        self.train_set = build_dataset(cfg.data, "train", "train")
+        # Augmentations follow the run's seed unless the config sets data.seed itself.
+        data_cfg = {**to_plain_dict(cfg.data), "seed": int(cfg.data.get("seed", self.seed))}
+        self.train_set = build_dataset(data_cfg, "train", "train")
         self.val_set = None
         if self.opts["validate"] and self._has_split("val"):
-            self.val_set = build_dataset(cfg.data, "val", "val")
+            self.val_set = build_dataset(data_cfg, "val", "val")
 
         self.iteration = 0
         self.epoch = 0
@@ -351,7 +369,7 @@ class Trainer:
             progress_bar=bool(o["progress_bar"]),
         )
         log_every, save_every = max(1, int(o["log_every"])), int(o["save_every"])
-        val_every = int(o["val_every"])
+        val_every, snapshot_every = int(o["val_every"]), int(o["snapshot_every"])
         last_losses: dict[str, float] = {}
         try:
             while self.iteration < self.total:
@@ -374,9 +392,14 @@ class Trainer:
                         self.best_miou = miou
                         validated_best = True
                 stop = self._stop_requested or (stop_at is not None and it >= stop_at)
+                if self.dist.world_size > 1:  # a signal may reach the processes at different times
+                    flag = torch.tensor([float(stop)], device=self.device)
+                    stop = bool(all_reduce_(flag, "max").item())
                 names = [LAST] if done or stop or (save_every > 0 and it % save_every == 0) else []
                 if validated_best:
                     names = [LAST, BEST]
+                if snapshot_every > 0 and it % snapshot_every == 0:
+                    names.append(snapshot_name(it))
                 if names:
                     self.save(*names)
                     barrier()

@@ -217,7 +217,8 @@ class CenterCollapseLoss(nn.Module):
             prior = torch.as_tensor(list(class_prior), dtype=torch.float64)
             if prior.numel() != num_classes or bool((prior < 0).any()):
                 raise ValueError(f"ceco.logit_adjust: need {num_classes} non-negative class counts, got {prior.numel()}")
-            # A class never seen gets the prior of one point instead of log 0 = −inf.
+            # No log 0 = −inf: given counts, an unseen class counts as one point; given
+            # probabilities (all <= 1), it gets 1e-12.
             prior = prior.clamp(min=1.0 if prior.max() > 1 else 1e-12)
             self.register_buffer("log_prior", torch.log(prior / prior.sum()).float())
         else:
