@@ -21,18 +21,19 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backbone.json"
 VOXEL = 0.02  # metres
-REPEATS = 3
+REPEATS = 3  # forward
+REPEATS_BACKWARD = 2  # forward+backward: spconv's CPU backward alone takes ~1.5 min here
 THREADS = 2
 
 
 def room_scene(seed: int = 0, voxel: float = VOXEL) -> np.ndarray:
     """Voxel coordinates (M, 3) of a room's floor, four walls and a few boxes, as surfaces.
 
-    A 4.4 m × 3.8 m × 2.3 m room at 2 cm gives ~150 k occupied voxels, the size of a
+    A 4.2 m × 3.6 m × 2.2 m room at 2 cm gives ~150 k occupied voxels, the size of a
     ScanNet scene after 2 cm voxelization.
     """
     rng = np.random.default_rng(seed)
-    nx, ny, nz = int(4.4 / voxel), int(3.8 / voxel), int(2.3 / voxel)
+    nx, ny, nz = int(4.2 / voxel), int(3.6 / voxel), int(2.2 / voxel)
     pts = []
 
     def plane(x0, x1, y0, y1, z0, z1):
@@ -70,8 +71,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _median_time(fn, device: str, repeats: int) -> float:
-    fn()  # warm-up: kernel maps, allocator, spconv's JIT caches
+def _median_time(fn, device: str, repeats: int, warmup: bool = True) -> float:
+    if warmup:  # allocator, spconv's JIT caches (kernel maps are rebuilt every forward anyway)
+        fn()
     times = []
     for _ in range(repeats):
         _sync(device)
@@ -105,7 +107,7 @@ def worker(backend: str, device: str) -> dict:
         model(x)["logits"].square().mean().backward()
 
     fwd = _median_time(forward, device, REPEATS)
-    fwd_bwd = _median_time(forward_backward, device, REPEATS)
+    fwd_bwd = _median_time(forward_backward, device, REPEATS_BACKWARD, warmup=False)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -135,7 +137,7 @@ def main() -> dict:
             ratio[device] = {
                 k: t["torch"][k] / t["spconv"][k] for k in ("forward_s", "forward_backward_s")
             }
-    result = {"model": "MinkUNet34C", "threads_cpu": THREADS, "repeats": REPEATS, "rows": rows,
+    result = {"model": "MinkUNet34C", "threads_cpu": THREADS, "repeats": [REPEATS, REPEATS_BACKWARD], "rows": rows,
               "torch_over_spconv": ratio, "target_cpu_ratio": 1.3}
     print("| backend | device | voxels | forward s | fwd+bwd s | it/s (fwd+bwd) | peak MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -6,10 +6,11 @@
   center branch: the same model and weights in one process, the two modes interleaved and
   alternated in order, medians over the repeats. The overhead is (with − without) / without.
 
-A MinkUNet34C step on a 150 k-voxel scene takes over a minute on 2 CPU threads, so by default
-the step is measured on the benchmark room voxelized at 6 cm (~35 k voxels), and the branch's
-share of the ScanNet-size step is also given as branch time / the backbone step measured here;
-``--full`` runs the step comparison on the 2 cm room (~150 k voxels; several minutes).
+A MinkUNet34C step on a 150 k-voxel scene takes 10 s to over a minute on 2 CPU threads, so by
+default the step is measured on the benchmark room voxelized at 6 cm (~40 k voxels); the branch's
+share is also given as branch time alone / step time on the same voxels, which a direct
+with/without difference cannot resolve below the run-to-run noise of a shared machine.
+``--full`` runs the step comparison on the 2 cm room (~167 k voxels; several minutes).
 Backend ``auto``, 2 threads on CPU; on CUDA when available (``--device cuda``).
 Writes ``bench/results/ceco.json``.
 """
@@ -66,13 +67,14 @@ def branch_ms(num_points: int, device: str, repeats: int = 15) -> float:
     segment = torch.randint(-1, NUM_CLASSES, (num_points,), generator=gen).to(device)
     loss_fn = CenterCollapseLoss(FEATURE_DIM, NUM_CLASSES).to(device)
     times = []
-    for i in range(repeats + 2):
+    warmup = 5  # the first calls pay for page faults of fresh (N, 96) buffers
+    for i in range(repeats + warmup):
         feat.grad = None
         _sync(device)
         t = time.perf_counter()
         loss_fn(feat, segment).backward()
         _sync(device)
-        if i >= 2:  # warm-up
+        if i >= warmup:
             times.append(time.perf_counter() - t)
     return 1e3 * statistics.median(times)
 

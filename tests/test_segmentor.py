@@ -185,7 +185,17 @@ def test_omegaconf_config_builds(tiny_registry):
     assert model.center_loss.weight == 0.4 and model.center_loss.projection.out_dim == 16
 
 
-def test_real_minkunet_train_step_and_eval():
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine, a 2-thread pool waits for its preempted
+    partner at each of the thousands of small ops of a tiny network (seconds → minutes)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_real_minkunet_train_step_and_eval(one_thread):
     """MinkUNet14A (torch backend) on a few hundred voxels: CE + Lovász + CeCo, then inference."""
     cfg = {
         "model": {"name": "MinkUNet14A", "backend": "torch", "in_channels": 3, "num_classes": 10},
@@ -197,7 +207,7 @@ def test_real_minkunet_train_step_and_eval():
     gen = torch.Generator().manual_seed(0)
     parts = []
     for b in range(2):
-        xyz = torch.unique(torch.randint(0, 40, (250, 3), generator=gen), dim=0)
+        xyz = torch.unique(torch.randint(0, 32, (120, 3), generator=gen), dim=0)
         parts.append(torch.cat([torch.full((len(xyz), 1), b), xyz], 1))
     coords = torch.cat(parts).int()
     batch = {"coords": coords, "feat": torch.randn(len(coords), 3, generator=gen),

@@ -25,13 +25,21 @@ from .minkunet import (
 )
 
 BACKBONES: dict[str, type[MinkUNetBase]] = {
-    cls.__name__: cls
-    for cls in (
-        MinkUNet14, MinkUNet14A, MinkUNet14B, MinkUNet14C, MinkUNet14D,
-        MinkUNet18, MinkUNet18A, MinkUNet18B, MinkUNet18D,
-        MinkUNet34, MinkUNet34A, MinkUNet34B, MinkUNet34C,
-        MinkUNet50, MinkUNet101,
-    )
+    "MinkUNet14": MinkUNet14,
+    "MinkUNet14A": MinkUNet14A,
+    "MinkUNet14B": MinkUNet14B,
+    "MinkUNet14C": MinkUNet14C,
+    "MinkUNet14D": MinkUNet14D,
+    "MinkUNet18": MinkUNet18,
+    "MinkUNet18A": MinkUNet18A,
+    "MinkUNet18B": MinkUNet18B,
+    "MinkUNet18D": MinkUNet18D,
+    "MinkUNet34": MinkUNet34,
+    "MinkUNet34A": MinkUNet34A,
+    "MinkUNet34B": MinkUNet34B,
+    "MinkUNet34C": MinkUNet34C,
+    "MinkUNet50": MinkUNet50,
+    "MinkUNet101": MinkUNet101,
 }
 
 
