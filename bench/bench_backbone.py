@@ -4,6 +4,10 @@ Each backend runs in its own subprocess (same seed, so the same scene and the sa
 which makes the peak-memory figure (``ru_maxrss`` growth over the measured work) per backend.
 CPU runs use 2 threads; on CUDA the peak is ``torch.cuda.max_memory_allocated``.
 Writes ``bench/results/backbone.json`` and prints a markdown table.
+
+CPU figures are only meaningful on an otherwise idle machine: both backends run many short
+2-thread OpenMP regions, and with other processes competing for the cores single runs were
+measured 10-20× slower than on the idle machine.
 """
 
 from __future__ import annotations
@@ -21,8 +25,7 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backbone.json"
 VOXEL = 0.02  # metres
-REPEATS = 3  # forward
-REPEATS_BACKWARD = 2  # forward+backward: spconv's CPU backward alone takes ~1.5 min here
+REPEATS = 3
 THREADS = 2
 
 
@@ -71,9 +74,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _median_time(fn, device: str, repeats: int, warmup: bool = True) -> float:
-    if warmup:  # allocator, spconv's JIT caches (kernel maps are rebuilt every forward anyway)
-        fn()
+def _median_time(fn, device: str, repeats: int) -> float:
+    fn()  # warm-up: allocator, spconv's JIT caches (kernel maps are rebuilt every forward)
     times = []
     for _ in range(repeats):
         _sync(device)
@@ -107,7 +109,7 @@ def worker(backend: str, device: str) -> dict:
         model(x)["logits"].square().mean().backward()
 
     fwd = _median_time(forward, device, REPEATS)
-    fwd_bwd = _median_time(forward_backward, device, REPEATS_BACKWARD, warmup=False)
+    fwd_bwd = _median_time(forward_backward, device, REPEATS)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -137,7 +139,7 @@ def main() -> dict:
             ratio[device] = {
                 k: t["torch"][k] / t["spconv"][k] for k in ("forward_s", "forward_backward_s")
             }
-    result = {"model": "MinkUNet34C", "threads_cpu": THREADS, "repeats": [REPEATS, REPEATS_BACKWARD], "rows": rows,
+    result = {"model": "MinkUNet34C", "threads_cpu": THREADS, "repeats": REPEATS, "rows": rows,
               "torch_over_spconv": ratio, "target_cpu_ratio": 1.3}
     print("| backend | device | voxels | forward s | fwd+bwd s | it/s (fwd+bwd) | peak MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
