@@ -54,8 +54,9 @@ def main() -> None:
     ap.add_argument("--doc", type=Path, default=Path("docs/study.md"))
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--iterations", type=int, default=600)
-    ap.add_argument("--snapshot-every", type=int, default=150, help="snapshots for the collapse curves")
+    ap.add_argument("--iterations", type=int, default=400)
+    ap.add_argument("--snapshot-every", type=int, default=100, help="snapshots for the collapse curves")
+    ap.add_argument("--collapse-scenes", type=int, default=10, help="val scenes for the collapse metrics")
     ap.add_argument("--train-scenes", type=int, default=100)
     ap.add_argument("--val-scenes", type=int, default=20)
     ap.add_argument("--data-seed", type=int, default=0)
@@ -86,7 +87,8 @@ def main() -> None:
             snaps = sorted((run_dir / "checkpoints").glob("iter_*.pth")) or [ckpt]
             col = run_dir / "collapse"
             if not (col / "collapse.json").exists():
-                run(tool("collapse", "--checkpoint", *snaps, "--split", "val", "--out", col, f"data.root={data}"))
+                run(tool("collapse", "--checkpoint", *snaps, "--split", "val", "--out", col,
+                         "--max-scenes", args.collapse_scenes, f"data.root={data}"))
             results[method].append({
                 "seed": seed,
                 "metrics": json.loads((ev / "metrics.json").read_text()),

@@ -148,6 +148,13 @@ class MinkUNet14A(MinkUNet14):
     PLANES = (32, 64, 128, 256, 128, 128, 96, 96)
 
 
+class MinkUNet14S(MinkUNet14):
+    """Half the width of 14A: not a published variant, sized for CPU demos and the synthetic study."""
+
+    INIT_DIM = 16
+    PLANES = (16, 32, 64, 128, 64, 64, 48, 48)
+
+
 class MinkUNet14B(MinkUNet14):
     PLANES = (32, 64, 128, 256, 128, 128, 128, 128)
 

@@ -18,6 +18,7 @@ encoder's ``down{stride}`` pairs, which also gives back the encoder's coordinate
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import spconv.pytorch as spconv
@@ -28,6 +29,9 @@ from torch import Tensor
 from ..tensor import SparseTensor
 
 NAME = "spconv"
+# spconv's SparseConvTensor metaclass asks torch.fx whether it is tracing on every construction;
+# torch answers with a deprecation warning that says nothing about our code. Silence that logger.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 _DICT = (NAME, "indice_dict")
 
 
