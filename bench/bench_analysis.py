@@ -12,20 +12,16 @@ Writes ``bench/results/analysis.json`` and prints a markdown table of medians.
 
 from __future__ import annotations
 
-import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from common import median_seconds, write_results
 
 from pointseg.analysis.collapse import CollapseAccumulator
 from pointseg.analysis.visualize import render_scene_png
 from pointseg.meta import class_table
-from pointseg.utils.io import atomic_write_text
 
-RESULTS = Path(__file__).resolve().parent / "results" / "analysis.json"
 REPEATS = 5
 N_POINTS, DIM, K = 150_000, 96, 200
 
@@ -40,25 +36,16 @@ def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return feat, labels, coord
 
 
-def _median_s(fn, repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> dict:
     feat, labels, coord = _scene()
     acc = CollapseAccumulator(K, DIM)
-    t_process = _median_s(lambda: acc.process(feat, labels))
+    t_process = median_seconds(lambda: acc.process(feat, labels), REPEATS, warmup=False)
     groups = class_table().split_masks
     w = np.random.default_rng(1).normal(size=(K, DIM))
-    t_eval = _median_s(lambda: acc.evaluate(w, groups))
+    t_eval = median_seconds(lambda: acc.evaluate(w, groups), REPEATS, warmup=False)
     pred = np.where(np.random.default_rng(2).random(N_POINTS) < 0.8, labels, 3)
     with tempfile.TemporaryDirectory() as tmp:
-        t_render = _median_s(lambda: render_scene_png(coord, labels, pred, Path(tmp) / "s.png"), repeats=3)
+        t_render = median_seconds(lambda: render_scene_png(coord, labels, pred, Path(tmp) / "s.png"), 3, warmup=False)
     result = {
         "points": N_POINTS,
         "feature_dim": DIM,
@@ -73,7 +60,7 @@ def main() -> dict:
     print(f"| CollapseAccumulator.process (one scene) | {t_process * 1e3:.0f} ms ({N_POINTS / t_process / 1e6:.2f} M points/s) |")
     print(f"| CollapseAccumulator.evaluate (per checkpoint) | {t_eval * 1e3:.0f} ms |")
     print(f"| render_scene_png (3 panels) | {t_render:.2f} s |")
-    atomic_write_text(RESULTS, json.dumps(result, indent=1) + "\n")
+    write_results("analysis", result)
     return result
 
 

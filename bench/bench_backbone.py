@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import median_seconds, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results" / "backbone.json"
 VOXEL = 0.02  # metres
 REPEATS = 3
 THREADS = 2
@@ -75,15 +72,9 @@ def _sync(device: str) -> None:
 
 
 def _median_time(fn, device: str, repeats: int) -> float:
-    fn()  # warm-up: allocator, spconv's JIT caches (kernel maps are rebuilt every forward)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    # The warm-up call fills the allocator and spconv's JIT caches (kernel maps are rebuilt
+    # every forward, so they are inside the timing).
+    return median_seconds(fn, repeats, sync=lambda: _sync(device))
 
 
 def worker(backend: str, device: str) -> dict:
@@ -120,7 +111,6 @@ def worker(backend: str, device: str) -> dict:
 
 def main() -> dict:
     from pointseg.sparse import available_backends
-    from pointseg.utils.io import atomic_write_text
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
@@ -152,7 +142,7 @@ def main() -> dict:
     for device, rt in ratio.items():
         print(f"\ntorch / spconv on {device}: forward {rt['forward_s']:.2f}x, "
               f"forward+backward {rt['forward_backward_s']:.2f}x (target <= 1.3x on cpu)")
-    atomic_write_text(RESULTS, json.dumps(result, indent=2))
+    write_results("backbone", result)
     return result
 
 

@@ -6,11 +6,10 @@
   center branch: the same model and weights in one process, the two modes interleaved and
   alternated in order, medians over the repeats. The overhead is (with − without) / without.
 
-A MinkUNet34C step on a 150 k-voxel scene takes 10 s to over a minute on 2 CPU threads, so by
-default the step is measured on the benchmark room voxelized at 6 cm (~40 k voxels); the branch's
-share is also given as branch time alone / step time on the same voxels, which a direct
-with/without difference cannot resolve below the run-to-run noise of a shared machine.
-``--full`` runs the step comparison on the 2 cm room (~167 k voxels; several minutes).
+The step is measured on the backbone benchmark's room at 2 cm (~167 k voxels, a ScanNet-size
+batch; about 6 s per step on 2 idle CPU threads). The branch's share is also given as branch time
+alone / step time on the same voxels, which a direct with/without difference cannot resolve
+below the run-to-run noise of a busy machine. ``--quick`` uses the room at 6 cm (~40 k voxels).
 Backend ``auto``, 2 threads on CPU; on CUDA when available (``--device cuda``).
 Writes ``bench/results/ceco.json``.
 """
@@ -18,7 +17,6 @@ Writes ``bench/results/ceco.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -29,12 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backbone import room_scene  # noqa: E402  (the backbone benchmark's ScanNet-size room)
+from common import write_results  # noqa: E402
 
 from pointseg.losses.ceco import CenterCollapseLoss  # noqa: E402
 from pointseg.models.segmentor import build_segmentor  # noqa: E402
-from pointseg.utils.io import atomic_write_text  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results" / "ceco.json"
 NUM_CLASSES = 200
 FEATURE_DIM = 96
 THREADS = 2
@@ -120,18 +116,16 @@ def step_seconds(batch: dict, device: str, repeats: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="training step on the ~150 k-voxel room (slow on CPU)")
+    parser.add_argument("--quick", action="store_true", help="training step on the room at 6 cm (~40 k voxels)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="result JSON")
-    parser.add_argument("--repeats", type=int, default=None, help="step repeats per mode (default 3 on CPU, 10 on CUDA)")
+    parser.add_argument("--repeats", type=int, default=None, help="step repeats per mode (default 5 on CPU, 10 on CUDA)")
     args = parser.parse_args(argv)
     device = args.device
     if device == "cpu":
         torch.set_num_threads(THREADS)
-    full = args.full or device == "cuda"
-    repeats = args.repeats or (10 if device == "cuda" else 3)
+    repeats = args.repeats or (10 if device == "cuda" else 5)
 
-    batch = scene_batch(0.02 if full else 0.06, device)
+    batch = scene_batch(0.06 if args.quick else 0.02, device)
     voxels = int(batch["coords"].shape[0])
     b_scene = branch_ms(voxels, device)
     b_150k = branch_ms(150_000, device)
@@ -165,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"| overhead, process CPU time | {cpu_overhead:+.2f} % |")
     print(f"| center branch alone at {voxels} voxels | {b_scene:.1f} ms ({share:.2f} % of the step) |")
     print(f"| center branch alone at 150 k voxels | {b_150k:.1f} ms |")
-    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+    write_results("ceco", result)
     return result
 
 

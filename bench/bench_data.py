@@ -7,7 +7,6 @@ core. Writes ``bench/results/data.json``.
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -15,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import median_seconds, write_results
 
 from pointseg.data import build_dataset
 from pointseg.data.voxelize import grid_coordinates, voxelize, voxelize_points
-from pointseg.utils.io import atomic_write_text, save_npy
+from pointseg.utils.io import save_npy
 
-RESULTS = Path(__file__).resolve().parent / "results" / "data.json"
 REPEATS = 11
 
 
@@ -42,15 +41,8 @@ def room_cloud(n: int, size=(10.0, 8.0, 3.0), seed: int = 0) -> np.ndarray:
 
 
 def median_ms(fn, repeats: int = REPEATS, clock=time.perf_counter) -> float:
-    """Median milliseconds of ``fn``; ``clock=time.process_time`` gives CPU time, which a
-    machine shared with other jobs inflates less than wall time."""
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return statistics.median(times) * 1e3
+    """Median milliseconds of ``fn`` (after a warm-up call)."""
+    return median_seconds(fn, repeats, clock=clock) * 1e3
 
 
 def write_scene(folder: Path, n: int) -> None:
@@ -123,8 +115,7 @@ def main() -> dict:
     print("| step | ms | note |\n| --- | ---: | --- |")
     for name, ms, note in rows:
         print(f"| {name} | {ms:.1f} | {note} |")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS, json.dumps(result, indent=2) + "\n")
+    write_results("data", result)
     return result
 
 

@@ -10,29 +10,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import median_seconds, write_results
 
 from pointseg.evaluation.metrics import SemSegMetric
-from pointseg.utils.io import atomic_write_text
 
-HERE = Path(__file__).resolve().parent
 NUM_SCENES, NUM_VERTICES = 312, 150_000
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_metric(repeats: int = 5) -> dict:
@@ -52,7 +38,7 @@ def bench_metric(repeats: int = 5) -> dict:
             metric.process(pred, gt)
         metric.evaluate()
 
-    seconds = _median_time(run, repeats)
+    seconds = median_seconds(run, repeats)
     return {"scenes": NUM_SCENES, "vertices": NUM_SCENES * NUM_VERTICES, "seconds": seconds, "target_s": 2.0}
 
 
@@ -121,20 +107,20 @@ def bench_scene(forward_repeats: int = 2, overhead_repeats: int = 3, full: bool 
         "backend": type(backbone).__name__ + "/auto",
     }
     with torch.no_grad():
-        out["forward_seconds"] = _median_time(lambda: model(batch), forward_repeats)
+        out["forward_seconds"] = median_seconds(lambda: model(batch), forward_repeats)
     for mode in ("fragments", "inverse_map"):
         for tta in (1, 4):
             views = tta_views(tta)
             frags = sum(len(sample_fragments(pipelines[mode](apply_view(data, v), None), mode == "fragments"))
                         for v in views)
-            overhead = _median_time(
+            overhead = median_seconds(
                 lambda: predict_scene([_FreeModel()], data, pipelines[mode], views, 200, mode == "fragments"),
                 overhead_repeats,
             )
             row = {"forward_passes": frags, "overhead_seconds": overhead,
                    "seconds": frags * out["forward_seconds"] + overhead, "measured": "composed"}
             if full:
-                row["seconds"] = _median_time(
+                row["seconds"] = median_seconds(
                     lambda: predict_scene([model], data, pipelines[mode], views, 200, mode == "fragments"), 1
                 )
                 row["measured"] = "end to end"
@@ -163,8 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             r = s[key]
             print(f"| predict one {NUM_VERTICES:,}-vertex scene, {key}: {r['forward_passes']} forwards "
                   f"+ {r['overhead_seconds']:.2f} s voting ({r['measured']}) | {r['seconds']:.1f} s |")
-    out = HERE / "results" / "eval.json"
-    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    write_results("eval", results)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,16 @@ Target: under a minute. Prints a markdown table and writes bench/results/synthet
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from pointseg.synthetic import generate_synthetic_scannet
-from pointseg.utils.io import atomic_write_text
+from common import write_results
 
-HERE = Path(__file__).resolve().parent
+from pointseg.synthetic import generate_synthetic_scannet
+
 REPEATS = 2  # a run takes ~30 s on 2 cores; two keep the benchmark near a minute
 SCENES, VERTICES, WORKERS = 100, 40000, 2
 
@@ -45,7 +44,7 @@ def main() -> None:
     print("| scenes | workers | mean vertices | median time (s) | vertices/s |")
     print("| --- | --- | --- | --- | --- |")
     print(f"| {SCENES} | {WORKERS} | {vertices / SCENES:.0f} | {med:.1f} | {vertices / med:,.0f} |")
-    atomic_write_text(HERE / "results" / "synthetic.json", json.dumps(result, indent=1) + "\n")
+    write_results("synthetic", result)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pointseg.models import BACKBONES, build_backbone, to_points
-from pointseg.models.blocks import BasicBlock, Bottleneck
+from pointseg.models.blocks import Bottleneck
 from pointseg.sparse import BACKENDS, SparseTensor, available_backends, is_available
 
 

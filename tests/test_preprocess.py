@@ -422,5 +422,5 @@ def test_tool_reports_failures_and_exit_status(tmp_path):
     assert "scenes done: 2, skipped (already finished): 0, failed: 1" in proc.stdout
     assert "vertices with an unknown raw category (ignored): 8" in proc.stdout
     failed = [ln for ln in proc.stdout.splitlines() if ln.startswith("FAILED")]
-    assert failed == [f"FAILED scene0001_00: scene0001_00_vh_clean_2.0.010000.segs.json: segIndices has 15 entries but the mesh has 16 vertices"]
+    assert failed == ["FAILED scene0001_00: scene0001_00_vh_clean_2.0.010000.segs.json: segIndices has 15 entries but the mesh has 16 vertices"]
     assert (out / "val" / "scene0002_00" / "segment200.npy").is_file()

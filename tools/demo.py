@@ -63,14 +63,16 @@ def main() -> None:
              "--predictions", ev / "val" / "predictions", "--out", out / "pictures"))
 
     metrics = json.loads((ev / "val" / "metrics.json").read_text())
+    pct = {k: "–" if metrics[k] is None else f"{100 * metrics[k]:.1f}" for k in
+           ("miou", "head_miou", "common_miou", "tail_miou")}
     minutes = (time.perf_counter() - start) / 60
     print(f"\npointseg demo finished in {minutes:.1f} min. Produced under {out}:")
     rows = [
         ("raw synthetic ScanNet", raw),
         ("preprocessed scenes + stats.json", data),
         ("training run (config, log.jsonl, TensorBoard, checkpoints)", run_dir),
-        (f"val metrics: mIoU {100 * metrics['miou']:.1f} (head {100 * metrics['head_miou']:.1f}, "
-         f"common {100 * metrics['common_miou']:.1f}, tail {100 * metrics['tail_miou']:.1f})", ev / "val" / "metrics.json"),
+        (f"val metrics: mIoU {pct['miou']} (head {pct['head_miou']}, common {pct['common_miou']}, "
+         f"tail {pct['tail_miou']})", ev / "val" / "metrics.json"),
         ("test submission (validated)", ev / "test" / "submission.zip"),
         ("neural-collapse metrics", out / "collapse" / "collapse.json"),
         ("picture of a val scene: ground truth | prediction | errors", out / "pictures" / f"{scene}.png"),
