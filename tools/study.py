@@ -22,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pointseg.utils.io import atomic_write_text  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"baseline": "CE (baseline)", "ceco": "CE + CeCo", "ceco_lovasz": "CE + Lovász + CeCo"}
 SPLIT_KEYS = ("miou", "head_miou", "common_miou", "tail_miou", "miou_absent_as_zero")
@@ -94,11 +96,28 @@ def main() -> None:
                 "collapse": json.loads((col / "collapse.json").read_text()),
             })
 
-    write_report(results, args, doc, out, (time.perf_counter() - start) / 60)
+    # Minutes of work behind the results, summed over invocations (a rerun skips finished steps).
+    timing = out / "timing.json"
+    total = json.loads(timing.read_text())["minutes"] if timing.exists() else 0.0
+    total += (time.perf_counter() - start) / 60
+    atomic_write_text(timing, json.dumps({"minutes": total}) + "\n")
+    write_report(results, args, doc, out, total)
 
 
 def _final_collapse(entry: dict) -> dict:
     return entry["collapse"]["checkpoints"][-1]["metrics"]["overall"]
+
+
+BEGIN, END = "<!-- study results: begin (written by tools/study.py) -->", "<!-- study results: end -->"
+
+
+def _merge_report(generated: str, doc: Path) -> str:
+    """The report with fresh numbers; the hand-written reading of an existing report is kept."""
+    block = f"{BEGIN}\n{generated}\n{END}"
+    old = doc.read_text(encoding="utf-8") if doc.exists() else ""
+    if BEGIN in old and END in old:
+        return old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    return block + "\n\n## Reading the numbers\n\n(to be written from the numbers above)\n"
 
 
 def write_report(results: dict, args, doc: Path, out: Path, minutes: float) -> None:
@@ -115,7 +134,7 @@ def write_report(results: dict, args, doc: Path, out: Path, minutes: float) -> N
         "",
         f"Setting: {args.train_scenes} train / {args.val_scenes} val synthetic scenes (data seed {args.data_seed}), "
         f"configs `configs/synthetic/<method>.yaml`, {args.iterations} iterations each, seeds "
-        f"{', '.join(map(str, args.seeds))}; CPU (2 cores); this run took {minutes:.0f} min. Val mIoU over the "
+        f"{', '.join(map(str, args.seeds))}; 2 CPU cores; all steps together took {minutes:.0f} min of wall time. Val mIoU over the "
         "classes present in val ground truth or predictions (ScanNet rule), mean ± std over seeds, in %.",
         "",
         "| method | mIoU | head | common | tail | mIoU (absent = 0) |",
@@ -150,8 +169,7 @@ def write_report(results: dict, args, doc: Path, out: Path, minutes: float) -> N
     fig.savefig(fig_dir / "collapse_curves.png", dpi=100)
     plt.close(fig)
     lines += ["", "![collapse curves](study/collapse_curves.png)", ""]
-    lines += ["## Reading the numbers", "", "{{DISCUSSION}}", ""]
-    doc.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(doc, _merge_report("\n".join(lines), doc))
     print(f"\nwrote {doc}")
 
 
