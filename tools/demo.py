@@ -60,7 +60,7 @@ def main() -> None:
     run(tool("collapse", "--checkpoint", ckpt, "--split", "val", "--out", out / "collapse", f"data.root={data}"))
     scene = sorted(p.name for p in (data / "val").iterdir() if p.is_dir())[0]
     run(tool("visualize", "--data", data, "--split", "val", "--scene", scene,
-             "--predictions", ev / "val" / "predictions", "--out", out / "pictures"))
+             "--predictions", ev / "val" / "predictions", "--out", out / "pictures", "--view", "oblique"))
 
     metrics = json.loads((ev / "val" / "metrics.json").read_text())
     pct = {k: "–" if metrics[k] is None else f"{100 * metrics[k]:.1f}" for k in
