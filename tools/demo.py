@@ -9,27 +9,14 @@ the same command-line tool a researcher runs on the real data; the commands are 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from steps import ROOT, run, tool
 
-
-def run(cmd: list[str]) -> None:
-    """Run one pointseg tool, echoing it; stop the demo with its exit status if it fails."""
-    shown = " ".join(shlex.quote(str(c)) for c in cmd).replace(sys.executable, "python")
-    print(f"\n$ {shown}", flush=True)
-    rc = subprocess.call([str(c) for c in cmd], cwd=ROOT)
-    if rc:
-        raise SystemExit(f"demo: step failed with exit status {rc}: {shown}")
-
-
-def tool(name: str, *args) -> list:
-    return [sys.executable, ROOT / "tools" / f"{name}.py", *args]
+step = functools.partial(run, job="demo")
 
 
 def main() -> None:
@@ -46,20 +33,20 @@ def main() -> None:
     raw, data, run_dir, ev = out / "raw", out / "data", out / "run", out / "eval"
     start = time.perf_counter()
 
-    run(tool("make_synthetic_scannet", "--out", raw, "--train", args.train_scenes, "--val", args.val_scenes,
+    step(tool("make_synthetic_scannet", "--out", raw, "--train", args.train_scenes, "--val", args.val_scenes,
              "--test", args.test_scenes, "--seed", args.seed, "--vertices", args.vertices))
-    run(tool("preprocess_scannet200", "--raw", raw, "--out", data, "--workers", 2))
-    run(tool("train", "--config", "configs/synthetic/ceco.yaml", "--out", run_dir, f"data.root={data}",
+    step(tool("preprocess_scannet200", "--raw", raw, "--out", data, "--workers", 2))
+    step(tool("train", "--config", "configs/synthetic/ceco.yaml", "--out", run_dir, f"data.root={data}",
              f"train.iterations={args.iterations}", f"seed={args.seed}"))
     ckpt = run_dir / "checkpoints" / "last.pth"
-    run(tool("test", "--config", run_dir / "config.yaml", "--checkpoint", ckpt, "--split", "val",
+    step(tool("test", "--config", run_dir / "config.yaml", "--checkpoint", ckpt, "--split", "val",
              "--out", ev / "val", "--save-predictions", f"data.root={data}"))
-    run(tool("test", "--config", run_dir / "config.yaml", "--checkpoint", ckpt, "--split", "test",
+    step(tool("test", "--config", run_dir / "config.yaml", "--checkpoint", ckpt, "--split", "test",
              "--out", ev / "test", "--raw", raw, f"data.root={data}"))
-    run(tool("validate_submission", ev / "test" / "submission.zip", "--raw", raw))
-    run(tool("collapse", "--checkpoint", ckpt, "--split", "val", "--out", out / "collapse", f"data.root={data}"))
+    step(tool("validate_submission", ev / "test" / "submission.zip", "--raw", raw))
+    step(tool("collapse", "--checkpoint", ckpt, "--split", "val", "--out", out / "collapse", f"data.root={data}"))
     scene = sorted(p.name for p in (data / "val").iterdir() if p.is_dir())[0]
-    run(tool("visualize", "--data", data, "--split", "val", "--scene", scene,
+    step(tool("visualize", "--data", data, "--split", "val", "--scene", scene,
              "--predictions", ev / "val" / "predictions", "--out", out / "pictures", "--view", "oblique"))
 
     metrics = json.loads((ev / "val" / "metrics.json").read_text())

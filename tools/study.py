@@ -9,10 +9,8 @@ the report comes from the runs this command makes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,23 +20,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from steps import ROOT, run, tool  # noqa: E402  (tools/steps.py)
+
 from pointseg.utils.io import atomic_write_text  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+step = functools.partial(run, job="study")
+
 METHODS = {"baseline": "CE (baseline)", "ceco": "CE + CeCo", "ceco_lovasz": "CE + Lovász + CeCo"}
 SPLIT_KEYS = ("miou", "head_miou", "common_miou", "tail_miou", "miou_absent_as_zero")
 COLLAPSE_KEYS = ("equiangular_means", "maxangle_means", "equiangular_classifier", "maxangle_classifier", "nc1")
-
-
-def run(cmd: list) -> None:
-    shown = " ".join(shlex.quote(str(c)) for c in cmd).replace(sys.executable, "python")
-    print(f"\n$ {shown}", flush=True)
-    if subprocess.call([str(c) for c in cmd], cwd=ROOT):
-        raise SystemExit(f"study: step failed: {shown}")
-
-
-def tool(name: str, *args) -> list:
-    return [sys.executable, ROOT / "tools" / f"{name}.py", *args]
 
 
 def mean_std(values: list[float | None]) -> str:
@@ -68,9 +58,9 @@ def main() -> None:
     start = time.perf_counter()
 
     if not (data / "stats.json").exists():
-        run(tool("make_synthetic_scannet", "--out", raw, "--train", args.train_scenes, "--val", args.val_scenes,
+        step(tool("make_synthetic_scannet", "--out", raw, "--train", args.train_scenes, "--val", args.val_scenes,
                  "--test", 1, "--seed", args.data_seed))
-        run(tool("preprocess_scannet200", "--raw", raw, "--out", data, "--workers", 2))
+        step(tool("preprocess_scannet200", "--raw", raw, "--out", data, "--workers", 2))
 
     results: dict[str, list[dict]] = {m: [] for m in args.methods}
     for method in args.methods:
@@ -78,17 +68,17 @@ def main() -> None:
             run_dir = out / "runs" / f"{method}_seed{seed}"
             ckpt = run_dir / "checkpoints" / "last.pth"
             if not ckpt.exists():
-                run(tool("train", "--config", f"configs/synthetic/{method}.yaml", "--out", run_dir,
+                step(tool("train", "--config", f"configs/synthetic/{method}.yaml", "--out", run_dir,
                          f"data.root={data}", f"train.iterations={args.iterations}", f"seed={seed}",
                          f"train.snapshot_every={args.snapshot_every}"))
             ev = run_dir / "eval_val"
             if not (ev / "metrics.json").exists():
-                run(tool("test", "--config", run_dir / "config.yaml", "--checkpoint", ckpt, "--split", "val",
+                step(tool("test", "--config", run_dir / "config.yaml", "--checkpoint", ckpt, "--split", "val",
                          "--out", ev, f"data.root={data}"))
             snaps = sorted((run_dir / "checkpoints").glob("iter_*.pth")) or [ckpt]
             col = run_dir / "collapse"
             if not (col / "collapse.json").exists():
-                run(tool("collapse", "--checkpoint", *snaps, "--split", "val", "--out", col,
+                step(tool("collapse", "--checkpoint", *snaps, "--split", "val", "--out", col,
                          "--max-scenes", args.collapse_scenes, f"data.root={data}"))
             results[method].append({
                 "seed": seed,
