@@ -51,15 +51,8 @@ def _cfg(**ceco) -> dict:
 
 @pytest.fixture
 def tiny_registry(monkeypatch):
-    """``build_backbone`` that knows the stand-in (name "Tiny") besides the real backbones."""
-    real = pointseg.models.build_backbone
-
-    def build(name, in_channels, num_classes, backend="auto", **kw):
-        if name == "Tiny":
-            return TinyBackbone(in_channels, num_classes, **kw)
-        return real(name, in_channels, num_classes, backend, **kw)
-
-    monkeypatch.setattr(pointseg.models, "build_backbone", build)
+    """The backbone registry, knowing the stand-in (name "Tiny") besides the real backbones."""
+    monkeypatch.setitem(pointseg.models.BACKBONES, "Tiny", TinyBackbone)
 
 
 def test_training_returns_each_term_and_weighted_total():

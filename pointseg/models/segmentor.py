@@ -18,6 +18,7 @@ from torch import nn
 
 from pointseg.losses import Criteria, build_criteria
 from pointseg.losses.ceco import CenterCollapseLoss, CenterProjection, simplex_etf
+from pointseg.models import build_backbone
 from pointseg.sparse import SparseTensor
 
 # State-dict prefix of the training-only center branch (the ``center_loss`` attribute).
@@ -140,8 +141,6 @@ def build_segmentor(cfg: Mapping[str, Any], train: bool = True) -> Segmentor:
     center-branch parameters or buffers (load a training state dict through
     ``strip_center_branch``).
     """
-    from pointseg.models import build_backbone  # deferred: pointseg.models imports this module
-
     cfg = _plain(cfg)
     model = _section(cfg, "model")
     for key in ("name", "in_channels", "num_classes"):
