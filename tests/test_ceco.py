@@ -4,7 +4,6 @@ global centers across processes, and that fixed parts stay fixed under training.
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 import torch
@@ -199,8 +198,9 @@ def _loss_and_grads(backbone, loss_fn, x, y):
     return loss.detach(), list(grads)
 
 
-def _worker(rank: int, port: int, out_path: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+def _worker(rank: int, rendezvous: str, out_path: str) -> None:
+    # A file rendezvous: no TCP port to pick, so no race with other processes for a free one.
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     torch.set_num_threads(1)
     x, y = _data()
     results = {}
@@ -217,15 +217,9 @@ def _worker(rank: int, port: int, out_path: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_global_centers_two_processes_match_one_process(tmp_path):
     out = tmp_path / "dist.pt"
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), str(out)), nprocs=2, join=True)
     results = torch.load(out, weights_only=True)
     x, y = _data()
     backbone, loss_fn = _model(global_centers=True)  # no process group: plain single process
