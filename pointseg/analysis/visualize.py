@@ -233,27 +233,25 @@ def predict_vertices(
 ) -> np.ndarray:
     """Class index per vertex of one scene from a checkpoint (no TTA): for a quick look.
 
-    The scene goes through the dataset's test pipeline (test-mode voxelization with the inverse
-    map point → voxel); every vertex takes its voxel's arg-max class. Benchmark numbers come from
-    ``tools/test.py``, which adds fragments, TTA and ensembles. The data settings are the
-    checkpoint's stored ones unless ``data_cfg`` (a ``data`` config section) is given; the root
-    is always ``data_root``.
+    The same prediction path as ``tools/test.py`` (``evaluation.inference.predict_scene``), through
+    the dataset's test pipeline without fragments: every vertex takes its voxel's arg-max class
+    through the inverse map. Benchmark numbers come from ``tools/test.py``, which adds fragments,
+    TTA and ensembles. The data settings are the checkpoint's stored ones unless ``data_cfg`` (a
+    ``data`` config section) is given; the root is always ``data_root``.
     """
-    import torch
-
-    from pointseg.data import build_dataset, collate
+    from pointseg.data import build_dataset
+    from pointseg.data.scene import load_scene
     from pointseg.data.transforms import to_container
     from pointseg.engine.checkpoint import load_for_inference
+    from pointseg.evaluation.inference import predict_scene
 
     model, cfg = load_for_inference(checkpoint, overrides, device=device)
     data_cfg = dict(to_container(cfg.data if data_cfg is None else data_cfg), root=str(data_root))
     dataset = build_dataset(data_cfg, split, mode="test")
     if scene not in dataset.names:
         raise FileNotFoundError(f"{Path(data_root) / split / scene}: scene not found")
-    sample = dataset[dataset.names.index(scene)]
-    if "inverse" not in sample:
-        raise ValueError(f"{checkpoint}: the config's test transforms give no 'inverse' map for {scene}")
-    batch = collate([sample])
-    with torch.no_grad():
-        logits = model({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})["logits"]
-    return logits.argmax(dim=1).cpu().numpy()[np.asarray(sample["inverse"])]
+    i = dataset.names.index(scene)
+    data = load_scene(Path(data_root) / split / scene)
+    prob = predict_scene([model], data, dataset.transforms, num_classes=int(cfg.model.num_classes),
+                         use_fragments=False, device=device, rng=dataset.rng(i))
+    return prob.argmax(dim=1).cpu().numpy()
