@@ -87,10 +87,12 @@ def bench_scene(forward_repeats: int = 2, overhead_repeats: int = 3, full: bool 
     from pointseg.sparse import SparseTensor
 
     torch.manual_seed(0)
-    backbone = build_backbone("MinkUNet34C", in_channels=3, num_classes=200, backend="auto").eval()
+    backbone = build_backbone("MinkUNet34C", in_channels=3, backend="auto").eval()
+    classifier = torch.nn.Linear(backbone.feature_dim, 200).eval()
 
     def model(batch: dict) -> dict:
-        return backbone(SparseTensor(batch["feat"], batch["coords"]))
+        feat = backbone(SparseTensor(batch["feat"], batch["coords"]))
+        return {"feat": feat, "logits": classifier(feat)}
 
     data = _synthetic_scene(NUM_VERTICES)
     pipelines = {}

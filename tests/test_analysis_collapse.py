@@ -34,11 +34,13 @@ def test_etf_means_give_zero_angle_metrics_and_zero_nc1():
     feat, labels = points_at(3.0 * etf + offset, [50, 1, 7, 300, 2, 9])  # imbalanced counts
     acc = CollapseAccumulator(k, d)
     acc.process(feat, labels)
-    res = acc.evaluate(classifier_weight=etf * np.arange(1, k + 1)[:, None])  # row norms don't matter
+    res = acc.evaluate(classifier_weight=etf * np.arange(1, k + 1)[:, None], weighting="class")  # row norms don't matter
+    assert res["num_classes_measured"] == k and res["etf_cosine"] == pytest.approx(-1 / (k - 1))
     for name in METRIC_NAMES:
         assert res["overall"][name] == pytest.approx(0.0, abs=1e-9), name
-    # A point-weighted global mean is pulled to the big classes: the same ETF looks skewed.
-    skewed = acc.evaluate(weighting="point")["overall"]
+    # The paper's point-weighted global mean (the default) is pulled to the big classes: the same
+    # ETF looks skewed.
+    skewed = acc.evaluate()["overall"]
     assert skewed["equiangular_means"] > 0.1 and skewed["maxangle_means"] > 0.1
 
 
@@ -46,8 +48,8 @@ def test_hand_built_three_class_example():
     means = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     acc = CollapseAccumulator(3, 2)
     acc.process(*points_at(means, [2, 3, 4]))
-    res = acc.evaluate(classifier_weight=np.array([[2.0, 0.0], [0.0, 5.0], [-1.0, 1.0]]))["overall"]
-    # μ_G = (0, 1/3); centered means (1, −1/3), (0, 2/3), (−1, −1/3):
+    res = acc.evaluate(classifier_weight=np.array([[2.0, 0.0], [0.0, 5.0], [-1.0, 1.0]]), weighting="class")["overall"]
+    # μ_G = mean of the class means = (0, 1/3); centered means (1, −1/3), (0, 2/3), (−1, −1/3):
     # cos12 = cos23 = −1/√10, cos13 = −4/5.
     a, b = -1 / math.sqrt(10), -0.8
     mean = (2 * a + b) / 3
@@ -121,7 +123,7 @@ def test_groups_use_pairs_inside_the_group_and_missing_classes():
         "common": np.array([0, 0, 0, 1, 1, 0, 0], bool),  # only class 3 present
         "tail": np.array([0, 0, 0, 0, 0, 1, 1], bool),  # only class 5 present
     }
-    res = acc.evaluate(classifier_weight=w, groups=groups)
+    res = acc.evaluate(classifier_weight=w, groups=groups, weighting="class")
     assert res["classes"] == [0, 1, 2, 3, 5]
     assert res["common"]["num_classes"] == 1 and res["common"]["nc1"] is None
     assert res["tail"]["equiangular_means"] is None
@@ -161,10 +163,10 @@ def test_bad_input_is_rejected():
 
 
 # ---------------------------------------------------------------- feeding checkpoints' features
+from pointseg.analysis.collapse import center_space_metrics  # noqa: E402
 from pointseg.analysis.collapse_run import (  # noqa: E402
     accumulate,
     checkpoint_iteration,
-    classifier_weight,
     write_collapse_report,
 )
 
@@ -202,28 +204,45 @@ def test_accumulate_streams_model_features_like_one_pass():
         accumulate(model, [{"feat": batches[0]["feat"]}], k, d, progress=False)
 
 
-class ProjectedETF(torch.nn.Module):
-    """Affine but not an nn.Linear, like a fixed-ETF classifier behind a projection."""
+def test_center_space_metrics_of_centers_on_their_etf_columns():
+    from pointseg.losses.ceco import simplex_etf
 
-    def __init__(self, d: int, k: int, nonlinear: bool = False):
-        super().__init__()
-        g = torch.Generator().manual_seed(3)
-        self.register_buffer("proj", torch.randn(d, 7, generator=g))
-        self.register_buffer("etf", torch.randn(7, k, generator=g))
-        self.nonlinear = nonlinear
+    k, d = 7, 12
+    etf = simplex_etf(k, d, alpha=5.0, seed=1, dtype=torch.float64).numpy()  # (d, K)
+    acc = CollapseAccumulator(k, d)
+    acc.process(*points_at(2.0 * etf.T, [40, 1, 3, 500, 2, 9, 11]))
+    res = center_space_metrics(acc, None, lambda x: x, etf)
+    for name in ("equiangular_means", "maxangle_means", "equiangular_classifier", "maxangle_classifier"):
+        assert res["overall"][name] == pytest.approx(0.0, abs=1e-9), name
+    assert res["overall"]["alignment"] == pytest.approx(1.0) and res["overall"]["nc1"] is None
+    # One center rotated onto its neighbour's column: alignment drops by exactly 1 − cos/K.
+    feat, labels = points_at(2.0 * etf.T, [40, 1, 3, 500, 2, 9, 11])
+    feat[labels == 0] = 2.0 * etf[:, 1]
+    moved = CollapseAccumulator(k, d)
+    moved.process(feat, labels)
+    got = center_space_metrics(moved, None, lambda x: x, etf)["overall"]["alignment"]
+    assert got == pytest.approx(1 - (1 + 1 / (k - 1)) / k)
 
-    def forward(self, x):
-        h = x @ self.proj
-        return (torch.relu(h) if self.nonlinear else h) @ self.etf
 
+def test_center_space_reduce_equals_the_branch_batchnorm_on_all_points():
+    """The closed-form BatchNorm of the analysis equals running the released head's reduce + BN
+    in training mode on all points at once, then pooling and embedding."""
+    from pointseg.analysis.collapse_run import center_space
+    from pointseg.losses.ceco import CenterCollapseLoss, center_pool
 
-def test_classifier_weight_of_linear_and_probed_classifiers():
-    lin = torch.nn.Linear(6, 4)
-    assert torch.equal(classifier_weight(lin, 6), lin.weight.detach().double())
-    etf = ProjectedETF(6, 4)
-    w = classifier_weight(etf, 6)
-    torch.testing.assert_close(w, (etf.proj @ etf.etf).T.double(), rtol=1e-5, atol=1e-5)
-    assert classifier_weight(ProjectedETF(6, 4, nonlinear=True), 6) is None
+    feat, labels, k, d = random_features(0, k=5, d=6)
+    branch = CenterCollapseLoss(d, k, reduce_dim=8, proj_dim=16, dropout=0.0).double()
+    acc = CollapseAccumulator(k, d)
+    acc.process(feat, labels)
+    got = center_space(branch, acc, None)
+    branch.train()
+    with torch.no_grad():
+        x = torch.from_numpy(feat[labels >= 0])
+        centers, _, _ = center_pool(branch.point_embedding(x), torch.from_numpy(labels[labels >= 0]), k)
+        e = branch.center_embedding(centers).numpy()
+    ref = center_space_metrics(acc, None, lambda _: e, branch.classifier_weight().numpy())
+    assert got["overall"]["equiangular_means"] == pytest.approx(ref["overall"]["equiangular_means"], rel=1e-6)
+    assert got["overall"]["alignment"] == pytest.approx(ref["overall"]["alignment"], rel=1e-6)
 
 
 def test_report_json_png_and_checkpoint_iteration(tmp_path):
@@ -266,9 +285,9 @@ def make_tiny_run(root: Path, n_points: int = 400) -> tuple[Path, list[Path], np
     state = build_segmentor(cfg, train=True).state_dict()
     ckpts = []
     for it in (100, 200):
-        state["backbone.classifier.weight"] = torch.randn_like(state["backbone.classifier.weight"])
+        state["classifier.weight"] = torch.randn_like(state["classifier.weight"])
         ckpts.append(root / f"ckpt_{it}.pth")
-        torch.save({"model": state, "config": to_plain_dict(cfg), "iteration": it}, ckpts[-1])
+        torch.save({"format": 2, "model": state, "config": to_plain_dict(cfg), "iteration": it}, ckpts[-1])
     return root / "data", ckpts, seg
 
 
@@ -285,10 +304,13 @@ def test_collapse_tool_on_checkpoints(tmp_path):
     records = json.loads((tmp_path / "out" / "collapse.json").read_text())["checkpoints"]
     assert [r["iteration"] for r in records] == [100, 200]
     assert records[0]["metrics"]["classes"] == sorted(set(seg[seg >= 0].tolist()))
-    # Classifier metrics come from backbone.classifier.weight of each checkpoint.
-    w = torch.load(ckpts[1], weights_only=True)["model"]["backbone.classifier.weight"].double().numpy()
+    # Classifier metrics come from the point classifier's weight of each checkpoint.
+    w = torch.load(ckpts[1], weights_only=True)["model"]["classifier.weight"].double().numpy()
     present = records[1]["metrics"]["classes"]
     wn = w[present] / np.linalg.norm(w[present], axis=1, keepdims=True)
     cos = (wn @ wn.T)[~np.eye(len(present), dtype=bool)]
     assert records[1]["metrics"]["overall"]["equiangular_classifier"] == pytest.approx(float(cos.std()))
     assert (tmp_path / "out" / "collapse.png").stat().st_size > 10_000
+    # A baseline run is measured in the default CeCo head's space too, over the same classes.
+    center = records[1]["center_metrics"]
+    assert center["classes"] == present and center["overall"]["equiangular_classifier"] == pytest.approx(0, abs=1e-6)

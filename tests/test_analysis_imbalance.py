@@ -62,7 +62,7 @@ def test_counts_and_factors_by_hand(tmp_path):
     assert res["per_split"]["head"]["num_classes_present"] == len(head)
 
 
-def test_stats_json_is_used_when_present(tmp_path):
+def test_stats_json_is_used_when_present(tmp_path, caplog):
     make_data(tmp_path)
     pts = [0] * 200
     pts[3] = 5
@@ -74,8 +74,9 @@ def test_stats_json_is_used_when_present(tmp_path):
     assert counts.source.endswith("stats.json")
     assert imbalance_factor(counts.points) == 10.0 and imbalance_factor(counts.scenes) == 5.0
     (tmp_path / "stats.json").write_text(json.dumps({"splits": {"test": {"num_scenes": 3}}}))  # no train counts: scan instead
-    with pytest.warns(UserWarning, match="counting scenes"):
+    with caplog.at_level("WARNING"):
         assert load_class_counts(tmp_path).points[5] == 11
+    assert "counting the scenes" in caplog.text
 
 
 def test_correlations_match_numpy_corrcoef():

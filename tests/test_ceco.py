@@ -1,10 +1,14 @@
-"""CeCo: the simplex ETF (Eq. 2), center pooling (Eq. 3), the gradient of L_CR (Eq. 8),
-global centers across processes, and that fixed parts stay fixed under training."""
+"""CeCo: the simplex ETF (Eq. 2), center pooling (Eq. 3), the gradient of L_CR (Eq. 8), the
+released head against a literal transcription of its formulas, the class prior, the lowest L_CR
+each head can reach, the minority-collapse mechanism, global centers across processes, and that
+fixed parts stay fixed under training."""
 
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -86,7 +90,9 @@ def test_grad_of_center_loss_is_eq8(prior):
     """∂L_CR/∂z_i = (1/C)(1/n_k) Σ_k' p_k'(z̄_k)(w_k' − w_k), k the label of point i."""
     k, d = 5, 8
     gen = torch.Generator().manual_seed(2)
-    loss_fn = CenterCollapseLoss(d, k, projection="none", normalize=False, alpha=5.0, class_prior=prior)
+    loss_fn = CenterCollapseLoss(
+        d, k, reduce_dim=0, projection="none", normalize=False, dropout=0.0, alpha=5.0, class_prior=prior
+    )
     segment = torch.tensor([0, 0, 1, -1, 3, 3, 3, 1, -1, 0, 3, 3])  # class 2 and 4 absent
     z = torch.randn(len(segment), d, generator=gen, dtype=torch.float64, requires_grad=True)
     loss_fn(z, segment).backward()
@@ -108,47 +114,166 @@ def test_grad_of_center_loss_is_eq8(prior):
     assert torch.count_nonzero(z.grad[segment < 0]) == 0
 
 
-def test_center_loss_defaults_and_value():
-    loss_fn = CenterCollapseLoss(96, 200)
-    assert loss_fn.weight == 0.4 and loss_fn.etf.shape == (512, 200)
-    assert not loss_fn.etf.requires_grad and list(loss_fn.parameters()) == []
+def released_head_transcription(feat, segment, reduce_w, gain_w, gain_b, etf_unit, scale, log_prior, k, drop):
+    """GPaCo/Seg UPerHead_ceco.forward + losses, written out for points instead of pixels."""
+    x = feat @ reduce_w.T  # reduce: 1×1 conv, no bias
+    x = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)  # BatchNorm, batch statistics, affine (1, 0)
+    valid = segment != -1
+    y_valid, out_valid = segment[valid], x[valid]
+    y_onehot = F.one_hot(y_valid, k).to(x.dtype)
+    features = y_onehot.T @ out_valid
+    scene_label = torch.unique(y_valid)
+    features = features[scene_label] / y_onehot.T.sum(1)[scene_label][:, None]
+    img_x = torch.relu(features @ gain_w.T + gain_b)  # gain: Linear(128, 512) + ReLU
+    f = F.normalize(img_x, dim=-1)
+    logits = drop(f) @ etf_unit.T * scale  # img_cls: Dropout, Linear with unit-norm ETF rows, no bias
+    onehot = F.one_hot(scene_label, k).to(x.dtype)
+    return -(onehot * F.log_softmax(logits + log_prior, dim=1)).sum() / onehot.sum()
+
+
+def test_released_head_equals_a_literal_transcription():
+    k, d = 12, 20
+    counts = torch.tensor([30.0, 1, 4, 0, 9, 2, 2, 11, 5, 3, 7, 1])  # scenes per class
+    loss_fn = CenterCollapseLoss(d, k, class_prior=counts).train()
+    assert loss_fn.reduce.out_dim == 128 and loss_fn.projection.out_dim == 512
+    assert loss_fn.reduce.norm.training and not loss_fn.reduce.norm.affine
+    assert list(loss_fn.parameters()) == []  # every map is frozen
     gen = torch.Generator().manual_seed(0)
-    feat = torch.randn(300, 96, generator=gen)
-    segment = torch.randint(-1, 200, (300,), generator=gen)
-    centers, labels, _ = center_pool(feat, segment, 200)
-    h = F.normalize(F.relu(centers @ loss_fn.projection.weight.T + loss_fn.projection.bias), dim=1)
-    expect = F.cross_entropy(h @ loss_fn.etf, labels)
-    assert torch.allclose(loss_fn(feat, segment), expect, atol=1e-6)
-    assert "etf" in loss_fn.state_dict() and "projection.weight" in loss_fn.state_dict()
+    feat = torch.relu(torch.randn(400, d, generator=gen, dtype=torch.float64))  # post-ReLU, like MinkUNet's
+    segment = torch.randint(-1, k, (400,), generator=gen)
+    segment[segment == 3] = 4
+    loss_fn = loss_fn.double()
+    etf_unit = (loss_fn.etf / loss_fn.etf.norm(dim=0)).T  # (K, 512), unit rows
+    prior = torch.log(counts.double() / counts.sum() + 1e-12)
+    torch.manual_seed(5)
+    got = loss_fn(feat, segment)
+    torch.manual_seed(5)  # the same dropout mask
+    expect = released_head_transcription(
+        feat, segment, loss_fn.reduce.weight, loss_fn.projection.weight, loss_fn.projection.bias, etf_unit, 5.0,
+        prior, k, lambda f: F.dropout(f, 0.1, training=True),
+    )
+    assert torch.allclose(got, expect, atol=1e-12)
+    torch.manual_seed(6)
+    assert not torch.allclose(loss_fn(feat, segment), expect, atol=1e-6)  # dropout is on in training
+    assert torch.allclose(loss_fn.log_prior.double(), prior.float().double())
 
 
-def test_center_loss_config_errors_and_prior(tmp_path):
-    with pytest.raises(ValueError, match="projection=none needs feature_dim >= num_classes - 1"):
-        CenterCollapseLoss(96, 200, projection="none")
+def test_center_heads_and_their_keys():
+    released = CenterCollapseLoss.from_config({"prior": "none"}, 96, 200)
+    assert released.reduce.out_dim == 128 and isinstance(released.dropout, nn.Dropout)
+    eq4 = CenterCollapseLoss.from_config({"head": "paper_eq4"}, 96, 200)
+    assert eq4.reduce is None and isinstance(eq4.dropout, nn.Identity) and eq4.log_prior is None
+    assert eq4.projection.in_dim == 96 and eq4.projection.out_dim == 512
+    none = CenterCollapseLoss.from_config({"reduce_dim": 256, "projection": "none", "prior": "none"}, 96, 200)
+    assert none.projection.out_dim == 256 and none.etf.shape == (256, 200)
+    with pytest.raises(ValueError, match="pooled feature dim >= 199, got 128"):
+        CenterCollapseLoss.from_config({"projection": "none", "prior": "none"}, 96, 200)
     with pytest.raises(ValueError, match="unknown 'big'"):
         CenterCollapseLoss(96, 200, projection="big")
     with pytest.raises(ValueError, match="unknown keys \\['lambda'\\]"):
         CenterCollapseLoss.from_config({"lambda": 0.4}, 96, 200)
+    with pytest.raises(ValueError, match="ceco.head: unknown 'mine'"):
+        CenterCollapseLoss.from_config({"head": "mine"}, 96, 200)
+    with pytest.raises(ValueError, match="ceco.prior: unknown 'pixels'"):
+        CenterCollapseLoss.from_config({"prior": "pixels"}, 96, 200)
+
+
+def _scene(root, split, name, labels):
+    from pointseg.utils.io import save_npy
+
+    save_npy(root / split / name / "coord.npy", np.zeros((len(labels), 3), np.float32))
+    save_npy(root / split / name / "segment200.npy", np.asarray(labels, np.int64))
+
+
+def test_prior_is_the_scene_frequency_from_stats_json(tmp_path):
     with pytest.raises(ValueError, match="needs data.root"):
-        CenterCollapseLoss.from_config({"logit_adjust": True}, 8, 4)
-    (tmp_path / "stats.json").write_text(json.dumps({"splits": {"train": {"class_point_counts": [1, 3, 0, 4]}}}))
-    loss_fn = CenterCollapseLoss.from_config({"enabled": True, "logit_adjust": True, "proj_dim": 16}, 8, 4, tmp_path)
-    assert torch.allclose(loss_fn.log_prior, torch.log(torch.tensor([1.0, 3.0, 1.0, 4.0]) / 9))
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "stats.json").write_text(json.dumps({"splits": {"val": {}}}))
-    with pytest.raises(ValueError, match="stats.json: no 'splits.train.class_point_counts'"):
-        CenterCollapseLoss.from_config({"logit_adjust": True}, 8, 4, tmp_path / "bad")
-    listed = CenterCollapseLoss.from_config({"logit_adjust": [1, 1, 1, 1], "proj_dim": 16}, 8, 4)
+        CenterCollapseLoss.from_config({}, 8, 4)
+    scenes, points = [5, 1, 0, 2], [900, 3, 0, 80]
+    (tmp_path / "stats.json").write_text(json.dumps(
+        {"splits": {"train": {"class_point_counts": points, "class_scene_counts": scenes, "num_scenes": 5}}}
+    ))
+    by_scenes = CenterCollapseLoss.from_config({}, 8, 4, tmp_path)
+    expect = torch.log(torch.tensor(scenes, dtype=torch.float64) / sum(scenes) + 1e-12).float()
+    assert torch.allclose(by_scenes.log_prior, expect)
+    by_points = CenterCollapseLoss.from_config({"prior": "points"}, 8, 4, tmp_path)
+    assert torch.allclose(by_points.log_prior, torch.log(torch.tensor(points, dtype=torch.float64) / 983 + 1e-12).float())
+    listed = CenterCollapseLoss.from_config({"prior": [1, 1, 1, 1]}, 8, 4)
     assert torch.allclose(listed.log_prior, torch.full((4,), -torch.log(torch.tensor(4.0))))
+    (tmp_path / "stats.json").write_text(json.dumps({"splits": {"train": {"class_point_counts": [1, 2, 3, 4],
+                                                                          "class_scene_counts": [1, "x", 3, 4]}}}))
+    with pytest.raises(ValueError, match="stats.json: splits.train.class_scene_counts: counts must be non-negative integers, got 'x'"):
+        CenterCollapseLoss.from_config({}, 8, 4, tmp_path)
+
+
+def test_prior_of_a_folder_without_stats_json_is_counted_once_and_cached(tmp_path, caplog):
+    """Pointcept's preprocessed folders have no stats.json: the default config still trains."""
+    _scene(tmp_path, "train", "scene0000_00", [0, 0, 1, -1])
+    _scene(tmp_path, "train", "scene0001_00", [0, 2, 2, 2])
+    _scene(tmp_path, "train", "scene0002_00", [0])
+    _scene(tmp_path, "val", "scene0003_00", [3])  # not a training scene
+    with caplog.at_level("INFO"):
+        first = CenterCollapseLoss.from_config({}, 8, 4, tmp_path)
+    assert "counting" in caplog.text
+    expect = torch.log(torch.tensor([3.0, 1, 1, 0]) / 5 + 1e-12)
+    assert torch.allclose(first.log_prior, expect)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        second = CenterCollapseLoss.from_config({}, 8, 4, tmp_path)
+    assert "from the cache" in caplog.text and torch.equal(second.log_prior, first.log_prior)
+    _scene(tmp_path, "train", "scene0004_00", [3])  # a changed scene list is counted again
+    third = CenterCollapseLoss.from_config({}, 8, 4, tmp_path)
+    assert torch.isfinite(third.log_prior).all() and float(third.log_prior[3]) > -5
+
+
+def test_lowest_center_loss_of_each_head():
+    """Free centers optimized through each head's frozen maps (K = 20 here; docs/ceco.md has
+    K = 200): the released head reaches far below chance, the paper_eq4 head on post-ReLU
+    features stays higher, and neither reaches the closed form of unconstrained unit vectors."""
+    from pointseg.analysis.ceco_floor import chance_loss, etf_floor, lowest_center_loss
+
+    k = 20
+    released = CenterCollapseLoss(96, k)
+    eq4 = CenterCollapseLoss(96, k, reduce_dim=0, dropout=0.0)
+    chance = chance_loss(released)
+    assert chance == pytest.approx(math.log(k))
+    floor_released = lowest_center_loss(released, steps=300)
+    floor_eq4 = lowest_center_loss(eq4, nonnegative=True, steps=300)
+    print(f"K={k}: chance {chance:.3f}, released {floor_released:.3f}, paper_eq4 (features >= 0) "
+          f"{floor_eq4:.3f}, unit vectors on the ETF {etf_floor(k, 5.0):.3f}")
+    assert floor_released < 0.5 * chance
+    assert etf_floor(k, 5.0) < floor_released < floor_eq4 < chance
+    unconstrained = CenterCollapseLoss(k, k, reduce_dim=0, projection="none", dropout=0.0)
+    assert lowest_center_loss(unconstrained, steps=300) == pytest.approx(etf_floor(k, 5.0), abs=0.02)
+
+
+def test_ceco_undoes_minority_collapse_in_the_unconstrained_features_model():
+    """K = 10 (5 majority classes of 1000 samples, 5 minority of 1: imbalance 1000), free features
+    and a learned classifier with bias, CE + weight decay: the minority classifier vectors end up
+    closer to each other than a simplex ETF's −1/9; adding CenterCollapseLoss (λ = 1) pulls them
+    to −1/9 and lowers Std-cos of the class means."""
+    from pointseg.analysis.ufm import etf_cosine, unconstrained_features_run
+
+    torch.set_num_threads(1)
+    ce = unconstrained_features_run(center_weight=0.0)
+    ceco = unconstrained_features_run(center_weight=1.0)
+    target = etf_cosine(10)
+    print(f"minority classifier cosine: CE {ce.minority_classifier_cos:+.3f}, CE + CeCo "
+          f"{ceco.minority_classifier_cos:+.3f} (ETF {target:+.3f}); Std-cos of the class means: CE "
+          f"{ce.std_cos_means:.3f}, CE + CeCo {ceco.std_cos_means:.3f}; L_CR {ce.center_loss:.2f} -> {ceco.center_loss:.2f}")
+    assert ce.minority_classifier_cos - target > 0.08  # minority collapse
+    assert abs(ceco.minority_classifier_cos - target) < 0.3 * abs(ce.minority_classifier_cos - target)
+    assert ceco.std_cos_means < ce.std_cos_means - 0.05
+    assert ceco.center_loss < 0.1 < 2.0 < ce.center_loss
 
 
 def test_fixed_parts_stay_fixed_under_training():
     torch.manual_seed(0)
     backbone = nn.Linear(3, 16)
-    frozen = CenterCollapseLoss(16, 10, projection="frozen", proj_dim=32)
+    frozen = CenterCollapseLoss(16, 10, projection="frozen", proj_dim=32)  # the released head
     learned = CenterCollapseLoss(16, 10, projection="learned", proj_dim=32, classifier="learned")
     etf0 = frozen.etf.clone()
     proj0 = frozen.projection.weight.clone(), frozen.projection.bias.clone()
+    reduce0 = frozen.reduce.weight.clone()
     lproj0 = learned.projection.weight.detach().clone()
     params = list(backbone.parameters()) + list(frozen.parameters()) + list(learned.parameters())
     opt = torch.optim.SGD(params, lr=0.5, momentum=0.9, weight_decay=1e-2)
@@ -161,6 +286,7 @@ def test_fixed_parts_stay_fixed_under_training():
         opt.step()
     assert torch.equal(frozen.etf, etf0) and not frozen.etf.requires_grad
     assert torch.equal(frozen.projection.weight, proj0[0]) and torch.equal(frozen.projection.bias, proj0[1])
+    assert torch.equal(frozen.reduce.weight, reduce0) and list(frozen.parameters()) == []
     assert not any(p.requires_grad for p in frozen.buffers())
     assert not torch.equal(learned.projection.weight, lproj0)  # the learned variant does train
 
@@ -187,7 +313,10 @@ def _data():
 def _model(global_centers: bool):
     torch.manual_seed(0)
     backbone = nn.Linear(D_IN, D)
-    loss_fn = CenterCollapseLoss(D, K, projection="learned", proj_dim=16, global_centers=global_centers)
+    # No BatchNorm reduce (its batch statistics are per process) and no dropout (random).
+    loss_fn = CenterCollapseLoss(
+        D, K, reduce_dim=0, dropout=0.0, projection="learned", proj_dim=16, global_centers=global_centers
+    )
     return backbone, loss_fn
 
 

@@ -198,11 +198,11 @@ def _checkpoint(path: Path, data_root: Path, seed: int) -> None:
 
     cfg = load_config(
         ROOT / "configs/synthetic/ceco.yaml",
-        [f"data.root={data_root}", "model.backend=torch", "data.voxel_size=0.1"],
+        [f"data.root={data_root}", "model.backend=torch", "data.voxel_size=0.1", "ceco.prior=none"],
     )
     torch.manual_seed(seed)
     model = build_segmentor(cfg, train=True)  # a training model: its center branch is stripped on load
-    save_checkpoint({"model": model.state_dict(), "config": to_plain_dict(cfg), "iteration": 0}, path)
+    save_checkpoint({"format": 2, "model": model.state_dict(), "config": to_plain_dict(cfg), "iteration": 0}, path)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Segmentor: named losses in training, backbone-only evaluation, no center branch at inference."""
+"""Segmentor: it owns its heads; named losses in training, backbone + classifier at evaluation, no
+center branch at inference; point classifiers of paper Table 1; 0.1.0 checkpoints still load."""
 
 from __future__ import annotations
 
@@ -10,23 +11,27 @@ import pointseg.models
 from pointseg.losses import build_criteria
 from pointseg.losses.ceco import CenterCollapseLoss
 from pointseg.sparse import SparseTensor
-from pointseg.models.segmentor import ETFPointClassifier, Segmentor, build_segmentor, strip_center_branch
+from pointseg.models.heads import ETFPointClassifier, LinearClassifier
+from pointseg.models.segmentor import Segmentor, build_segmentor, strip_center_branch
 
 K = 6
 
 
 class TinyBackbone(nn.Module):
-    """Stand-in with the backbone contract: SparseTensor → {"feat", "logits"}."""
+    """Stand-in with the backbone contract: SparseTensor → features (M, feature_dim)."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = K, feature_dim: int = 8, **_: object) -> None:
+    def __init__(self, in_channels: int = 3, feature_dim: int = 8, **_: object) -> None:
         super().__init__()
         self.feature_dim = feature_dim
         self.mlp = nn.Sequential(nn.Linear(in_channels, feature_dim), nn.ReLU())
-        self.classifier = nn.Linear(feature_dim, num_classes)
 
     def forward(self, x):
-        feat = self.mlp(x.feats)
-        return {"feat": feat, "logits": self.classifier(feat)}
+        return self.mlp(x.feats)
+
+
+def _segmentor(center_loss=None, crit=None) -> Segmentor:
+    crit = crit or build_criteria([{"name": "cross_entropy"}])
+    return Segmentor(TinyBackbone(), LinearClassifier(8, K), crit, center_loss)
 
 
 def _batch(n: int = 64, seed: int = 0, extent: int = 8) -> dict:
@@ -44,7 +49,7 @@ def _cfg(**ceco) -> dict:
     return {
         "data": {},
         "model": {"name": "Tiny", "backend": "torch", "in_channels": 3, "num_classes": K},
-        "ceco": {"enabled": True, "proj_dim": 16, **ceco},
+        "ceco": {"enabled": True, "proj_dim": 16, "prior": "none", **ceco},
         "loss": [{"name": "cross_entropy", "weight": 1.0}, {"name": "lovasz", "weight": 0.5}],
     }
 
@@ -58,13 +63,14 @@ def tiny_registry(monkeypatch):
 def test_training_returns_each_term_and_weighted_total():
     torch.manual_seed(0)
     crit = build_criteria([{"name": "cross_entropy", "weight": 1.0}, {"name": "dice", "weight": 0.3}])
-    model = Segmentor(TinyBackbone(), crit, CenterCollapseLoss(8, K, weight=0.4, proj_dim=16)).train()
+    model = _segmentor(CenterCollapseLoss(8, K, weight=0.4, proj_dim=16, dropout=0.0), crit).train()
     batch = _batch()
     out = model(batch)
     assert list(out) == ["loss", "loss_cross_entropy", "loss_dice", "loss_ceco"]
-    feats = model.backbone(SparseTensor(batch["feat"], batch["coords"]))
-    assert torch.allclose(out["loss_cross_entropy"], crit.terms["cross_entropy"](feats["logits"], batch["segment"]))
-    assert torch.allclose(out["loss_ceco"], model.center_loss(feats["feat"], batch["segment"]))
+    feat = model.backbone(SparseTensor(batch["feat"], batch["coords"]))
+    logits = model.classifier(feat)
+    assert torch.allclose(out["loss_cross_entropy"], crit.terms["cross_entropy"](logits, batch["segment"]))
+    assert torch.allclose(out["loss_ceco"], model.center_loss(feat, batch["segment"]))
     expect = out["loss_cross_entropy"] + 0.3 * out["loss_dice"] + 0.4 * out["loss_ceco"]
     assert torch.allclose(out["loss"], expect)
     assert out["loss"].requires_grad and not out["loss_ceco"].requires_grad
@@ -79,16 +85,15 @@ def test_center_term_reaches_the_backbone():
     grads = []
     for lam in (0.0, 1.0):
         torch.manual_seed(0)
-        model = Segmentor(TinyBackbone(), build_criteria([{"name": "cross_entropy"}]),
-                          CenterCollapseLoss(8, K, weight=lam, proj_dim=16)).train()
+        model = _segmentor(CenterCollapseLoss(8, K, weight=lam, proj_dim=16)).train()
         model(batch)["loss"].backward()
         grads.append(model.backbone.mlp[0].weight.grad.clone())
     assert not torch.allclose(grads[0], grads[1])
 
 
-def test_eval_mode_runs_the_backbone_only():
+def test_eval_mode_runs_the_backbone_and_classifier_only():
     torch.manual_seed(0)
-    model = Segmentor(TinyBackbone(), build_criteria([{"name": "cross_entropy"}]), CenterCollapseLoss(8, K, proj_dim=16))
+    model = _segmentor(CenterCollapseLoss(8, K, proj_dim=16))
     calls = []
     model.center_loss.register_forward_hook(lambda *a: calls.append(1))
     model.criteria.register_forward_hook(lambda *a: calls.append(1))
@@ -96,9 +101,9 @@ def test_eval_mode_runs_the_backbone_only():
     batch = _batch()
     with torch.no_grad():
         out = model(batch)
-        ref = model.backbone(SparseTensor(batch["feat"], batch["coords"]))
+        feat = model.backbone(SparseTensor(batch["feat"], batch["coords"]))
     assert set(out) == {"logits", "feat"} and calls == []
-    assert torch.equal(out["logits"], ref["logits"]) and torch.equal(out["feat"], ref["feat"])
+    assert torch.equal(out["logits"], model.classifier(feat)) and torch.equal(out["feat"], feat)
     model.train()
     model(batch)
     assert calls == [1, 1]
@@ -110,8 +115,8 @@ def test_eval_model_has_no_center_branch_and_loads_training_weights(tiny_registr
     eval_model = build_segmentor(_cfg(projection="learned"), train=False)
     assert train_model.center_loss is not None and eval_model.center_loss is None
     assert not any("center_loss" in k for k in eval_model.state_dict())
-    n_backbone = sum(p.numel() for p in eval_model.backbone.parameters())
-    assert sum(p.numel() for p in eval_model.parameters()) == n_backbone
+    n_net = sum(p.numel() for p in eval_model.backbone.parameters()) + sum(p.numel() for p in eval_model.classifier.parameters())
+    assert sum(p.numel() for p in eval_model.parameters()) == n_net
     state = train_model.state_dict()
     assert any(k.startswith("center_loss.") for k in state)
     with pytest.raises(RuntimeError):
@@ -128,27 +133,65 @@ def test_eval_model_has_no_center_branch_and_loads_training_weights(tiny_registr
 
 
 def test_etf_point_classifier(tiny_registry):
-    cfg = _cfg(projection="frozen")
+    """Table 1's fixed point classifier: a learned linear lift (no bias, no ReLU) to proj_dim and
+    the center branch's own W*; only the lift trains."""
+    cfg = _cfg()
     cfg["model"]["point_classifier"] = "etf"
     model = build_segmentor(cfg).train()
-    head = model.backbone.classifier
+    head = model.classifier
     assert isinstance(head, ETFPointClassifier)
-    # Same seed and sizes as the center branch: the same W* and projection.
-    assert torch.equal(head.etf, model.center_loss.etf)
-    assert torch.equal(head.projection.weight, model.center_loss.projection.weight)
-    assert list(head.parameters()) == []
+    assert torch.equal(head.etf, model.center_loss.etf)  # same seed, dim and α: the same W*
+    assert [n for n, _ in head.named_parameters()] == ["lift.weight"] and head.lift.bias is None
+    etf0 = head.etf.clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
     batch = _batch()
-    out = model(batch)
-    out["loss"].backward()
+    model(batch)["loss"].backward()
+    opt.step()
+    assert torch.equal(head.etf, etf0) and head.lift.weight.grad is not None
     model.eval()
     with torch.no_grad():
         pred = model(batch)
-    expect = torch.relu(pred["feat"] @ head.projection.weight.T + head.projection.bias) @ head.etf
+    expect = (pred["feat"] @ head.lift.weight.T) @ head.etf  # linear: negative features keep their sign
     assert torch.allclose(pred["logits"], expect, atol=1e-6)
-    cfg["ceco"]["projection"] = "none"  # 8-d features cannot carry a 20-class ETF
-    cfg["model"]["num_classes"] = 20
-    with pytest.raises(ValueError, match="point_classifier=etf with ceco.projection=none"):
+    assert torch.allclose(pred["feat"] @ head.weight_matrix().T, expect, atol=1e-5)
+    cfg["ceco"]["proj_dim"] = 4  # cannot hold a 6-class simplex ETF
+    with pytest.raises(ValueError, match="at least num_classes - 1 = 5"):
         build_segmentor(cfg)
+
+
+def test_linear_classifier_weight_matrix_gives_the_logits():
+    head = LinearClassifier(8, K)
+    x = torch.randn(5, 8)
+    assert torch.allclose(x @ head.weight_matrix().T + head.bias, head(x))
+
+
+@pytest.mark.parametrize(
+    "name,point,center",
+    [
+        ("table1_point_etf", ETFPointClassifier, None),
+        ("table1_point_etf_center_etf", ETFPointClassifier, "etf"),
+        ("table1_point_etf_center_learned", ETFPointClassifier, "learned"),
+        ("table1_point_learned_center_etf", LinearClassifier, "etf"),
+        ("table1_point_learned_center_learned", LinearClassifier, "learned"),
+    ],
+)
+def test_table1_configs_build_the_classifiers_they_name(name, point, center):
+    from pathlib import Path
+
+    from pointseg.engine.config import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "configs" / "scannet200" / f"{name}.yaml", ["model.name=MinkUNet14S", "ceco.prior=none"])
+    model = build_segmentor(cfg)
+    assert type(model.classifier) is point
+    if center is None:
+        assert model.center_loss is None
+    else:
+        assert model.center_loss.classifier_kind == center
+        assert (model.center_loss.etf is not None) == (center == "etf")
+        assert isinstance(model.center_loss.classifier, nn.Linear) == (center == "learned")
+    if point is ETFPointClassifier:
+        assert model.classifier.etf.shape == (512, 200)
 
 
 def test_config_variants_and_errors(tiny_registry):
@@ -176,6 +219,7 @@ def test_omegaconf_config_builds(tiny_registry):
 
     model = build_segmentor(OmegaConf.create(_cfg()))
     assert model.center_loss.weight == 0.4 and model.center_loss.projection.out_dim == 16
+    assert model.center_loss.reduce.out_dim == 128 and model.center_loss.log_prior is None
 
 
 @pytest.fixture
@@ -192,7 +236,7 @@ def test_real_minkunet_train_step_and_eval(one_thread):
     """MinkUNet14A (torch backend) on a few hundred voxels: CE + Lovász + CeCo, then inference."""
     cfg = {
         "model": {"name": "MinkUNet14A", "backend": "torch", "in_channels": 3, "num_classes": 10},
-        "ceco": {"enabled": True},
+        "ceco": {"enabled": True, "prior": [5, 1, 0, 3, 3, 2, 9, 1, 1, 4]},
         "loss": [{"name": "cross_entropy", "weight": 1.0}, {"name": "lovasz", "weight": 1.0}],
     }
     torch.manual_seed(0)
@@ -209,7 +253,7 @@ def test_real_minkunet_train_step_and_eval(one_thread):
     assert list(out) == ["loss", "loss_cross_entropy", "loss_lovasz", "loss_ceco"]
     assert model.center_loss.etf.shape == (512, 10) and torch.isfinite(out["loss"])
     out["loss"].backward()
-    assert model.backbone.classifier.weight.grad is not None
+    assert model.classifier.weight.grad is not None
     eval_model = build_segmentor(cfg, train=False)
     eval_model.load_state_dict(strip_center_branch(model.state_dict()), strict=True)
     model.eval()
@@ -218,3 +262,36 @@ def test_real_minkunet_train_step_and_eval(one_thread):
         a, b = model(batch), eval_model(batch)
     assert a["logits"].shape == (len(coords), 10) and a["feat"].shape == (len(coords), 96)
     assert torch.allclose(a["logits"], b["logits"]) and torch.allclose(a["feat"], b["feat"])
+
+
+def test_checkpoint_of_0_1_0_loads_and_predicts_as_it_did(tiny_registry, monkeypatch):
+    """tests/fixtures/legacy_0.1.0_ceco.pth was written by pointseg 0.1.0 (point classifier inside
+    the backbone, ``ceco.logit_adjust``): it loads for inference and gives the stored outputs, and
+    its training model (the center branch of Eq. 3-4) loads too."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from pointseg.engine.checkpoint import load_checkpoint, load_for_inference
+    from pointseg.models.minkunet import MinkUNet14
+
+    class MinkUNetTiny(MinkUNet14):  # the backbone the fixture was made with
+        INIT_DIM = 4
+        PLANES = (4, 8, 8, 8, 8, 8, 8, 8)
+
+    monkeypatch.setitem(pointseg.models.BACKBONES, "MinkUNetTiny", MinkUNetTiny)
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    path = fixtures / "legacy_0.1.0_ceco.pth"
+    assert "backbone.classifier.weight" in torch.load(path, weights_only=True)["model"]
+    model, cfg = load_for_inference(path)
+    expected = np.load(fixtures / "legacy_0.1.0_ceco_expected.npz", allow_pickle=False)
+    with torch.no_grad():
+        out = model({"coords": torch.from_numpy(expected["coords"]), "feat": torch.from_numpy(expected["feat"])})
+    np.testing.assert_array_equal(out["logits"].numpy(), expected["logits"])
+    np.testing.assert_array_equal(out["feat"].numpy(), expected["feat_out"])
+    assert cfg.ceco.head == "paper_eq4" and cfg.ceco.prior == "none" and "logit_adjust" not in cfg.ceco
+    assert cfg.model.bn_momentum == 0.1  # what 0.1.0 trained with
+    ckpt = load_checkpoint(path)
+    train_model = build_segmentor(cfg, train=True)
+    train_model.load_state_dict(ckpt["model"], strict=True)
+    assert train_model.center_loss.reduce is None and isinstance(train_model.center_loss.dropout, nn.Identity)

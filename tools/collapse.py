@@ -1,11 +1,14 @@
 """Neural-collapse diagnostics of trained checkpoints (CeCo paper, Figures 2 and 4).
 
-    python tools/collapse.py --checkpoint RUN/ckpt_*.pth --split val --out DIR [key=value ...]
+    python tools/collapse.py --checkpoint RUN/checkpoints/iter_*.pth --out DIR [--split train] [key=value ...]
 
-For each checkpoint: class means of the decoder features over the split, centered and normalized,
-the normalized classifier rows, their equiangularity / maximal-angle metrics and NC1, overall and
-per head / common / tail. Writes ``DIR/collapse.json`` and ``DIR/collapse.png``. ``--config``
-takes the data settings from a config file instead of the checkpoint's stored config.
+For each checkpoint, as the paper defines them (§3.1, Fig. 2 and 4): class means of the decoder
+features over the split (train by default, as in Fig. 2), centered by the mean of all points and
+normalized, the normalized classifier rows, their equiangularity / maximal-angle metrics (shift
+1/(K-1), K the number of classes measured) and NC1, overall and per head / common / tail; and the
+same angles in CeCo's normalized center embedding. Writes ``DIR/collapse.json`` and
+``DIR/collapse.png``. ``--config`` takes the data settings from a config file instead of the
+checkpoint's stored config. ``--weighting class`` and ``--split val`` give the earlier defaults.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, help="config whose data section is used (default: the checkpoint's)")
     ap.add_argument("--checkpoint", required=True, nargs="+", type=Path, help="checkpoints, in training order")
-    ap.add_argument("--split", default="val", choices=("train", "val"))
+    ap.add_argument("--split", default="train", choices=("train", "val"), help="default train (paper Fig. 2)")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--weighting", default="class", choices=WEIGHTINGS,
-                    help="global mean and Σ_W over class means (default) or over all points")
+    ap.add_argument("--weighting", default="point", choices=WEIGHTINGS,
+                    help="global mean and Σ_W over all points (default, the paper's) or over class means")
     ap.add_argument("--max-scenes", type=int, help="use only the first N scenes of the split")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     # key=value words are taken out first: otherwise --checkpoint's nargs="+" would swallow them.
@@ -61,12 +64,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _summary(rec: dict) -> str:
     m = rec["metrics"]
-    lines = [f"{rec['checkpoint']} (iteration {rec['iteration']}, {m['overall']['num_classes']} classes present)"]
-    lines.append(f"  {'group':8s}" + "".join(f"{n:>24s}" for n in METRIC_NAMES))
-    for g in GROUPS:
-        if g in m:
-            vals = ("n/a" if m[g][n] is None else f"{m[g][n]:.4f}" for n in METRIC_NAMES)
-            lines.append(f"  {g:8s}" + "".join(f"{v:>24s}" for v in vals))
+    k = m["num_classes_measured"]
+    lines = [
+        f"{rec['checkpoint']} (iteration {rec['iteration']}, {rec['split']} split, K = {k} classes "
+        f"measured, ETF cosine -1/(K-1) = {m['etf_cosine']:.4f}, global mean over {m['weighting']}s)"
+    ]
+    for title, metrics in (("backbone features", m), ("CeCo center embedding", rec.get("center_metrics"))):
+        if not metrics:
+            continue
+        lines.append(f"  {title}")
+        lines.append(f"  {'group':8s}" + "".join(f"{n:>24s}" for n in METRIC_NAMES))
+        for g in GROUPS:
+            if g in metrics:
+                vals = ("n/a" if metrics[g][n] is None else f"{metrics[g][n]:.4f}" for n in METRIC_NAMES)
+                lines.append(f"  {g:8s}" + "".join(f"{v:>24s}" for v in vals))
     return "\n".join(lines)
 
 

@@ -1,18 +1,25 @@
 """Neural-collapse statistics of last-layer features, streamed in bounded memory.
 
-The CeCo paper (Figures 2 and 4) follows Papyan et al. (2020): with ẑ_k the centered, normalized
-class means and ŵ_k the normalized classifier rows, a simplex ETF has
+The CeCo paper (§3.1, Figures 2 and 4) follows Papyan et al. (2020): with μ_G the global mean of
+all features, ẑ_k the normalized centered class means (μ_k − μ_G) and ŵ_k the normalized
+classifier rows, a simplex ETF of K classes has
 
 * equiangularity    ``Std_{k≠k'} cos(ẑ_k, ẑ_k') = 0`` and
 * maximal angle     ``Avg_{k≠k'} |cos(ẑ_k, ẑ_k') + 1/(K−1)| = 0``,
 
-and NC1 ``Tr(Σ_W Σ_B⁺) / K`` measures within-class spread relative to between-class spread.
+and NC1 ``Tr(Σ_W Σ_B⁺) / K`` measures within-class spread relative to between-class spread. K is
+the number of classes measured (those with at least one point); the output states it and the
+shift 1/(K−1) it implies.
 
-Segmentation data is heavily imbalanced, so a point-weighted global mean and a point-pooled Σ_W
-would be dominated by a few head classes (walls and floors): even class means arranged exactly as
-a simplex ETF would then look skewed. The default ``weighting="class"`` therefore takes the global
-mean as the mean of the class means and Σ_W as the mean of the per-class covariances; on balanced
-data both choices coincide with Papyan's definitions. ``weighting="point"`` gives the pooled ones.
+``weighting="point"`` (the default) is the paper's definition: μ_G is the mean over all points and
+Σ_W is pooled over points. Segmentation data is heavily imbalanced, so these are dominated by a few
+head classes and even class means arranged exactly as a simplex ETF would look skewed;
+``weighting="class"`` takes μ_G as the mean of the class means and Σ_W as the mean of the per-class
+covariances instead. On balanced data both coincide.
+
+:func:`center_space_metrics` measures the same angles in the space CeCo regularizes: the class
+centers passed through the center branch's frozen maps into the normalized embedding that the
+ETF classifies.
 
 Only per-class counts, means and scatter matrices are kept (K·D² numbers; 200·96² doubles is
 15 MB), merged chunk by chunk with Chan et al.'s parallel update, which stays accurate in float64
@@ -21,7 +28,7 @@ where ``Σxxᵀ − nμμᵀ`` would cancel.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -112,7 +119,7 @@ class CollapseAccumulator:
         """Boolean (K,) mask of the classes seen at least once."""
         return self.count > 0
 
-    def global_mean(self, weighting: str = "class") -> np.ndarray:
+    def global_mean(self, weighting: str = "point") -> np.ndarray:
         """μ_G: the mean of the present class means (``class``) or of all points (``point``)."""
         _check_weighting(weighting)
         p = self.present
@@ -122,19 +129,27 @@ class CollapseAccumulator:
             return self.mean[p].mean(axis=0)
         return (self.count[p, None] * self.mean[p]).sum(axis=0) / self.count[p].sum()
 
-    def within_class_cov(self, classes: np.ndarray, weighting: str = "class") -> np.ndarray:
+    def within_class_cov(self, classes: np.ndarray, weighting: str = "point") -> np.ndarray:
         """Σ_W over ``classes`` (indices): mean class covariance, or pooled over points."""
         _check_weighting(weighting)
         if weighting == "class":
             return (self.scatter[classes] / self.count[classes, None, None]).mean(axis=0)
         return self.scatter[classes].sum(axis=0) / self.count[classes].sum()
 
+    def total_cov(self) -> np.ndarray:
+        """Covariance of all labelled points (pooled): Σ_W + Σ_B with point weights, (D, D)."""
+        p = np.flatnonzero(self.present)
+        n = self.count[p].sum()
+        mu = self.global_mean("point")
+        dev = self.mean[p] - mu
+        return (self.scatter[p].sum(axis=0) + (self.count[p, None] * dev).T @ dev) / n
+
     # ------------------------------------------------------------------ metrics
     def evaluate(
         self,
         classifier_weight: torch.Tensor | np.ndarray | None = None,
         groups: Mapping[str, np.ndarray] | None = None,
-        weighting: str = "class",
+        weighting: str = "point",
     ) -> dict:
         """Collapse metrics over the present classes, overall and per group.
 
@@ -181,6 +196,8 @@ class CollapseAccumulator:
 
         result: dict = {
             "weighting": weighting,
+            "num_classes_measured": int(k_total),
+            "etf_cosine": -1.0 / (k_total - 1),  # the shift: every pair of a simplex ETF of K classes
             "classes": present.tolist(),
             "overall": group_metrics(np.arange(k_total)),
         }
@@ -217,3 +234,54 @@ def nc1(sigma_w: np.ndarray, sigma_b: np.ndarray, num_classes: int, rtol: float 
     pinv = np.linalg.pinv(sigma_b, rtol=rtol, hermitian=True)
     return float(np.trace(sigma_w @ pinv) / num_classes)
 
+
+
+def center_space_metrics(
+    acc: CollapseAccumulator,
+    point_embedding: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    center_embedding: Callable[[np.ndarray], np.ndarray],
+    classifier: np.ndarray,
+    groups: Mapping[str, np.ndarray] | None = None,
+) -> dict:
+    """Angle metrics of the class centers in the space CeCo regularizes.
+
+    The centers over the split, μ_k, are mapped as the center branch maps a batch's centers:
+    ``point_embedding(means, total_cov)`` (the reduce + BatchNorm, which is linear per point, so the
+    mean of the standardized points is the standardized mean; ``None`` when the head pools the
+    features themselves) then ``center_embedding`` (projection + L2 normalization). The loss pulls
+    each embedding e_k towards its classifier column w_k, whose pairwise cosines are −1/(K−1)
+    about the origin, so the cosines are taken as they are, not around a global mean. Besides
+    the angle metrics of {e_k} and of the classifier columns, ``alignment`` is the mean
+    cos(e_k, w_k). NC1 is ``None``: the embedding of a class mean is not the mean of embeddings.
+    """
+    present = np.flatnonzero(acc.present)
+    if present.size < 2:
+        raise ValueError(f"need at least two classes with features, found {present.size}")
+    means = acc.mean[present]
+    pooled = means if point_embedding is None else point_embedding(means, acc.total_cov())
+    e_hat = _normalize_rows(np.asarray(center_embedding(pooled), dtype=np.float64))
+    w_hat = _normalize_rows(np.asarray(classifier, dtype=np.float64).T[present])
+    cos_e, cos_w = e_hat @ e_hat.T, w_hat @ w_hat.T
+    align = np.sum(e_hat * w_hat, axis=1)
+    k_total = present.size
+
+    def group_metrics(sel: np.ndarray) -> dict:
+        out: dict = {"num_classes": int(sel.size), "num_points": int(acc.count[present[sel]].sum())}
+        if sel.size < 2:
+            return out | {m: None for m in METRIC_NAMES} | {"alignment": None}
+        out["equiangular_means"], out["maxangle_means"] = _angle_metrics(cos_e[np.ix_(sel, sel)], k_total)
+        out["equiangular_classifier"], out["maxangle_classifier"] = _angle_metrics(cos_w[np.ix_(sel, sel)], k_total)
+        out["nc1"] = None
+        out["alignment"] = float(align[sel].mean())
+        return out
+
+    result: dict = {
+        "space": "center embedding",
+        "num_classes_measured": int(k_total),
+        "etf_cosine": -1.0 / (k_total - 1),
+        "classes": present.tolist(),
+        "overall": group_metrics(np.arange(k_total)),
+    }
+    for name, mask in (groups or {}).items():
+        result[name] = group_metrics(np.flatnonzero(np.asarray(mask, dtype=bool)[present]))
+    return result

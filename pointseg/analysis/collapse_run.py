@@ -18,34 +18,52 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pointseg.analysis.collapse import CollapseAccumulator
+from pointseg.analysis.collapse import CollapseAccumulator, center_space_metrics
 from pointseg.analysis.plots import plot_collapse_curves
+from pointseg.engine.config import to_plain_dict
+from pointseg.losses.ceco import CenterCollapseLoss
 from pointseg.meta import NUM_CLASSES, class_table
+from pointseg.models.segmentor import CENTER_BRANCH_PREFIX
 from pointseg.utils.io import atomic_write_text
 
 
-@torch.no_grad()
-def classifier_weight(classifier: nn.Module, feature_dim: int) -> torch.Tensor | None:
-    """(K, D) rows w_k of the point classifier, as the logits see them (``logit_k = w_k·h + b_k``).
+def center_branch_for(state: dict, cfg, feature_dim: int) -> CenterCollapseLoss:
+    """The center branch whose space the CeCo metrics are measured in, in eval mode.
 
-    An ``nn.Linear`` gives its weight. Other classifiers (the fixed-ETF point classifier with a
-    projection) are probed with the identity, W = (f(I) − f(0))ᵀ; if they are not affine (a
-    check on random inputs fails) there are no classifier vectors and ``None`` is returned.
+    A CeCo checkpoint's own branch (its ``ceco`` section, its stored frozen maps); for a run
+    without CeCo, the default head built with the config's ``etf_seed``, so that a baseline and a
+    CeCo run are measured through the same maps. No prior is needed to embed centers.
     """
-    if isinstance(classifier, nn.Linear):
-        return classifier.weight.detach().cpu().double()
-    p = next(iter(classifier.parameters()), None)
-    b = next(iter(classifier.buffers()), None)
-    ref = p if p is not None else b
-    dtype, device = (ref.dtype, ref.device) if ref is not None else (torch.float32, "cpu")
-    eye = torch.eye(feature_dim, dtype=dtype, device=device)
-    zero = torch.zeros(1, feature_dim, dtype=dtype, device=device)
-    f0 = classifier(zero)
-    w = (classifier(eye) - f0).T  # (K, D)
-    x = torch.randn(4, feature_dim, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
-    if not torch.allclose(classifier(x), x @ w.T + f0, rtol=1e-3, atol=1e-4):
-        return None
-    return w.detach().cpu().double()
+    ceco = dict(to_plain_dict(cfg.ceco)) if "ceco" in cfg else {}
+    own = ceco.get("enabled", False) and any(k.startswith(CENTER_BRANCH_PREFIX) for k in state)
+    spec = {**ceco, "prior": "none"} if own else {"etf_seed": ceco.get("etf_seed", 0), "prior": "none"}
+    branch = CenterCollapseLoss.from_config(spec, feature_dim, int(cfg.model.num_classes))
+    if own:
+        sub = {k[len(CENTER_BRANCH_PREFIX):]: v for k, v in state.items() if k.startswith(CENTER_BRANCH_PREFIX)}
+        sub.pop("log_prior", None)
+        branch.load_state_dict(sub, strict=True)
+    return branch.eval()
+
+
+def center_space(branch: CenterCollapseLoss, acc: CollapseAccumulator, groups) -> dict:
+    """:func:`center_space_metrics` through ``branch``'s reduce / BatchNorm and projection.
+
+    The BatchNorm is applied with the split's own statistics (mean and variance of the reduced
+    features over all labelled points), which is what its batch statistics estimate in training.
+    """
+
+    def reduce(means: np.ndarray, total_cov: np.ndarray) -> np.ndarray:
+        r = branch.reduce.weight.double().numpy()  # (R, D)
+        mu = acc.global_mean("point")
+        var = np.einsum("rd,de,re->r", r, total_cov, r)
+        return (means - mu) @ r.T / np.sqrt(var + branch.reduce.norm.eps)
+
+    def embed(pooled: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return branch.double().center_embedding(torch.from_numpy(pooled)).numpy()
+
+    classifier = branch.classifier_weight().detach().double().numpy()
+    return center_space_metrics(acc, None if branch.reduce is None else reduce, embed, classifier, groups)
 
 
 @torch.no_grad()
@@ -83,26 +101,30 @@ def split_groups(num_classes: int) -> dict[str, np.ndarray]:
 
 def analyze_checkpoint(
     path: str | os.PathLike,
-    split: str,
+    split: str = "train",
     overrides: Sequence[str] = (),
     device: str | torch.device = "cpu",
     max_scenes: int | None = None,
     progress: bool = True,
     data_cfg=None,
-    weighting: str = "class",
+    weighting: str = "point",
 ) -> dict:
-    """Collapse metrics of one checkpoint over ``split``: ``{checkpoint, iteration, split, metrics, ...}``.
+    """Collapse metrics of one checkpoint over ``split`` (the paper's Fig. 2 uses the train split):
+    ``{checkpoint, iteration, split, metrics, center_metrics, ...}``.
 
-    The model and, unless ``data_cfg`` (a ``data`` config section) is given, the data settings
-    come from the checkpoint's stored config with ``overrides`` applied.
+    ``metrics`` are in the backbone's feature space with the point classifier's rows;
+    ``center_metrics`` in CeCo's center embedding (see :func:`center_branch_for`). The model and,
+    unless ``data_cfg`` (a ``data`` config section) is given, the data settings come from the
+    checkpoint's stored config with ``overrides`` applied.
     """
     from torch.utils.data import DataLoader, Subset
 
     from pointseg.data import build_dataset
     from pointseg.data.collate import collate
-    from pointseg.engine.checkpoint import load_for_inference
+    from pointseg.engine.checkpoint import load_checkpoint, load_for_inference
 
     model, cfg = load_for_inference(path, overrides, device=device)
+    state = load_checkpoint(path)["model"]
     num_classes = int(cfg.model.num_classes)
     feature_dim = int(model.backbone.feature_dim)
     dataset = build_dataset(cfg.data if data_cfg is None else data_cfg, split, mode="val")
@@ -110,13 +132,15 @@ def analyze_checkpoint(
         dataset = Subset(dataset, range(min(max_scenes, len(dataset))))
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0, collate_fn=collate)
     acc = accumulate(model, loader, num_classes, feature_dim, device, progress, desc=Path(path).name)
-    w = classifier_weight(model.backbone.classifier, feature_dim)
+    w = model.classifier.weight_matrix().detach().cpu().double()
+    groups = split_groups(num_classes)
     return {
         "checkpoint": str(path),
         "iteration": checkpoint_iteration(path),
         "split": split,
         "num_scenes": len(dataset),
-        "metrics": acc.evaluate(w, split_groups(num_classes), weighting),
+        "metrics": acc.evaluate(w, groups, weighting),
+        "center_metrics": center_space(center_branch_for(state, cfg, feature_dim), acc, groups),
     }
 
 

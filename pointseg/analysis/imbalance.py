@@ -9,103 +9,18 @@ paper's observation is that center counts are far less imbalanced than point cou
 from __future__ import annotations
 
 import json
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import stats as sps
 
-from pointseg.meta import IGNORE_INDEX, NUM_CLASSES, class_table
-from pointseg.utils.io import load_npy
+from pointseg.data.stats import ClassCounts, count_split, load_class_counts, read_stats
+from pointseg.meta import NUM_CLASSES, class_table
 
-# Per-class arrays of one split in DATA/stats.json (written by pointseg.preprocessing).
-POINT_COUNT_KEY = "class_point_counts"
-SCENE_COUNT_KEY = "class_scene_counts"
-
-
-@dataclass(frozen=True)
-class ClassCounts:
-    """Per-class point and scene (= center) counts of one split."""
-
-    points: np.ndarray  # int64 (K,)
-    scenes: np.ndarray  # int64 (K,): number of scenes in which the class has ≥ 1 point
-    source: str  # where the numbers came from
-
-
-def count_split(data_root: str | Path, split: str = "train", num_classes: int = NUM_CLASSES) -> ClassCounts:
-    """Count by reading every ``DATA/<split>/<scene>/segment200.npy`` (class index or −1)."""
-    split_dir = Path(data_root) / split
-    files = sorted(split_dir.glob("*/segment200.npy"))
-    if not files:
-        raise FileNotFoundError(f"{split_dir}: no <scene>/segment200.npy found")
-    points = np.zeros(num_classes, dtype=np.int64)
-    scenes = np.zeros(num_classes, dtype=np.int64)
-    for f in files:
-        seg = load_npy(f)
-        if seg.ndim != 1 or not np.issubdtype(seg.dtype, np.integer):
-            raise ValueError(f"{f}: expected a 1-D integer array, got {seg.dtype} {seg.shape}")
-        seg = seg.astype(np.int64)
-        bad = (seg != IGNORE_INDEX) & ((seg < 0) | (seg >= num_classes))
-        if bad.any():
-            raise ValueError(f"{f}: label {int(seg[bad][0])} outside 0..{num_classes - 1} and not {IGNORE_INDEX}")
-        n = np.bincount(seg[seg >= 0], minlength=num_classes)
-        points += n
-        scenes += n > 0
-    return ClassCounts(points, scenes, f"{split_dir}/*/segment200.npy ({len(files)} scenes)")
-
-
-def read_stats(path: str | Path, split: str = "train", num_classes: int = NUM_CLASSES) -> ClassCounts | None:
-    """Per-class counts of ``split`` from a ``stats.json``; ``None`` when it lacks them.
-
-    Layout: ``{"splits": {split: {"class_point_counts": [K ints], "class_scene_counts": [K ints]}}}``
-    (lists of K counts, or objects keyed by class index).
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read JSON ({e})") from e
-    splits = data.get("splits") if isinstance(data, dict) else None
-    section = splits.get(split) if isinstance(splits, dict) else None
-    if not isinstance(section, dict) or not {POINT_COUNT_KEY, SCENE_COUNT_KEY} <= section.keys():
-        return None
-    arrays = [
-        _per_class_array(section[key], num_classes, f"{path}: splits.{split}.{key}")
-        for key in (POINT_COUNT_KEY, SCENE_COUNT_KEY)
-    ]
-    return ClassCounts(arrays[0], arrays[1], str(path))
-
-
-def _per_class_array(value, num_classes: int, where: str) -> np.ndarray:
-    """A list of K counts, or a dict keyed by class index (as strings in JSON)."""
-    out = np.zeros(num_classes, dtype=np.int64)
-    if isinstance(value, list):
-        if len(value) != num_classes:
-            raise ValueError(f"{where}: expected {num_classes} counts, got {len(value)}")
-        out[:] = value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            i = int(k)
-            if not 0 <= i < num_classes:
-                raise ValueError(f"{where}: class index {k} outside 0..{num_classes - 1}")
-            out[i] = v
-    else:
-        raise ValueError(f"{where}: expected a list or an object of counts")
-    if (out < 0).any():
-        raise ValueError(f"{where}: negative count")
-    return out
-
-
-def load_class_counts(data_root: str | Path, split: str = "train", num_classes: int = NUM_CLASSES) -> ClassCounts:
-    """Counts from ``DATA/stats.json`` when it has them, else by scanning the scenes."""
-    stats_path = Path(data_root) / "stats.json"
-    if stats_path.is_file():
-        counts = read_stats(stats_path, split, num_classes)
-        if counts is not None:
-            return counts
-        warnings.warn(f"{stats_path}: no per-class counts for split {split!r}; counting scenes instead")
-    return count_split(data_root, split, num_classes)
+__all__ = [
+    "ClassCounts", "accuracy_correlations", "analyze_imbalance", "count_split", "imbalance_factor",
+    "load_class_counts", "pearson", "read_class_accuracy", "read_stats",
+]
 
 
 def imbalance_factor(counts: np.ndarray) -> float | None:

@@ -15,10 +15,8 @@ import numpy as np
 import torch
 
 from pointseg.engine.config import config_from_dict
+from pointseg.engine.legacy import CHECKPOINT_FORMAT, upgrade_checkpoint
 from pointseg.utils.io import atomic_path
-
-# Keys of a training checkpoint (docs/design.md, "Checkpoint").
-CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "iteration", "config", "etf", "best_miou")
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
@@ -28,7 +26,8 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """``torch.load(weights_only=True)``, with errors that name the file."""
+    """``torch.load(weights_only=True)``, with errors that name the file; 0.1.0 checkpoints are
+    upgraded to today's layout (``pointseg.engine.legacy``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
@@ -38,7 +37,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not a pointseg checkpoint (needs 'model' and 'config')")
-    return ckpt
+    return upgrade_checkpoint(ckpt, str(path))
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -110,6 +109,7 @@ def export_inference_weights(ckpt_path: str | os.PathLike, out_path: str | os.Pa
 
     ckpt = load_checkpoint(ckpt_path)
     out = {
+        "format": CHECKPOINT_FORMAT,
         "model": strip_center_branch(ckpt["model"]),
         "config": ckpt["config"],
         "iteration": ckpt.get("iteration"),

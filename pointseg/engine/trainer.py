@@ -32,6 +32,7 @@ from pointseg.engine.checkpoint import (
     save_checkpoint,
 )
 from pointseg.engine.config import save_config, to_plain_dict
+from pointseg.engine.legacy import CHECKPOINT_FORMAT
 from pointseg.engine.distributed import (
     all_reduce_,
     barrier,
@@ -53,7 +54,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "accumulate": 1,  # micro-batches per optimizer step
     "grad_clip": None,  # max gradient L2 norm, None = off
     "amp": False,  # mixed precision (CUDA only)
-    "sync_bn": False,  # BatchNorm → SyncBatchNorm under DDP (CUDA only)
+    "sync_bn": "auto",  # BatchNorm → SyncBatchNorm under DDP on CUDA: true, false, or auto (when > 1 GPU)
     "find_unused_parameters": False,
     "log_every": 10,
     "console_every": 50,
@@ -130,10 +131,13 @@ class Trainer:
         # Same seed on every process: identical initial weights (DDP also broadcasts them).
         seed_everything(self.seed)
         model = build_segmentor(cfg, train=True)
-        if self.opts["sync_bn"] and self.dist.world_size > 1:
+        sync_bn = self.opts["sync_bn"]
+        if sync_bn not in (True, False, "auto"):
+            raise ValueError(f"train.sync_bn must be true, false or auto, got {sync_bn!r}")
+        if sync_bn and self.dist.world_size > 1:
             if self.device.type == "cuda":
                 model = convert_sync_batchnorm(model)
-            elif self.is_main:
+            elif sync_bn is True and self.is_main:
                 print("train.sync_bn: SyncBatchNorm needs CUDA; keeping per-process BatchNorm on CPU")
         self.model = model.to(self.device)
         self.net: nn.Module = self.model
@@ -228,6 +232,7 @@ class Trainer:
         rng = capture_rng_state()
         rng["data"] = {"seed": self.seed, "epoch": self.epoch, "batch": self.batch_in_epoch}
         return {
+            "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),

@@ -1,32 +1,87 @@
-"""CeCo, the Center Collapse Regularizer (Zhong et al., CVPR 2023, §4.2, Eq. 1-5).
+"""CeCo, the Center Collapse Regularizer (Zhong et al., CVPR 2023, §4.2, Eq. 2-5).
 
-Training-only branch: the mean feature of each class present in the batch (its *center*) is
-projected, optionally L2-normalized, and classified by a classifier fixed to a simplex
-equiangular tight frame (ETF). L_CR is the cross-entropy of the center logits against the center
-labels, averaged over the centers present; the segmentor adds λ·L_CR to the point loss L_PR.
+A training-only branch: the features of the points of each class present in the batch are pooled
+into a class *center*, the centers are classified by a classifier fixed to a simplex equiangular
+tight frame (ETF), and L_CR, the cross-entropy of the centers against their own classes, is added
+to the point loss: L = L_PR + λ·L_CR. At evaluation the branch is not built.
 
-Why a projection: a simplex ETF of K vectors needs d ≥ K−1 dimensions, and the backbone feature
-(96-d for MinkUNet34C) is smaller than K−1 = 199. As in the authors' released code, centers go
-through a frozen random linear layer + ReLU to 512-d by default.
+The paper prints the branch as Eq. 3-4; the authors' released code (GPaCo/Seg,
+``mmseg/models/decode_heads/uper_head_ceco.py``, ``UPerHead_ceco`` with the
+``configs/ceco_ade20k`` settings) does more. ``ceco.head`` names the two:
+
+``released`` (default)
+    point features z_i (the point classifier's input) → frozen 1×1 reduce to 128 (no bias) →
+    BatchNorm with batch statistics, affine frozen at (1, 0) → class centers (scatter mean over
+    the batch) → frozen Linear(128→512) + ReLU → L2 normalize → Dropout(0.1) → fixed simplex ETF
+    with unit-norm columns × α = 5 → + log class prior (the fraction of training images, here
+    scenes, that contain the class) → cross-entropy averaged over the centers present.
+``paper_eq4``
+    Eq. 3-4 as printed: centers of the features z_i themselves, classified by the ETF × α, no
+    prior. A simplex ETF of K classes needs d ≥ K−1 dimensions and MinkUNet34C's features have
+    96 < 199, so the centers pass the same frozen Linear + ReLU to 512 as the released head's
+    (``projection``), then L2 normalization; no reduce / BatchNorm, no dropout.
+
+Every step is also a key of its own (``reduce_dim``, ``projection``, ``proj_dim``, ``normalize``,
+``dropout``, ``alpha``, ``classifier``, ``prior``); a key left ``None`` takes the head's value.
+Frozen weights are buffers drawn from seeded generators: identical on every process, saved in
+the checkpoint, and invisible to optimizers and weight decay.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -1
+from pointseg.meta import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
+
 # Choices of the ``ceco`` config section.
 PROJECTIONS = ("frozen", "learned", "none")
 CENTER_CLASSIFIERS = ("etf", "learned")
+PRIORS = ("scenes", "points", "none")  # or a list of K counts / probabilities
+# The released code adds log(p + 1e-12): a class with no training scene gets a logit of −27.6.
+PRIOR_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class CenterHead:
+    """One complete description of the center branch (what ``ceco.head`` names)."""
+
+    reduce_dim: int  # frozen 1×1 reduce + BatchNorm (batch statistics) before pooling; 0 = none
+    projection: str  # map of the centers to ``proj_dim``: frozen / learned Linear+ReLU, or none
+    proj_dim: int
+    normalize: bool  # L2-normalize the center embedding
+    dropout: float  # on the normalized embedding, training only
+    alpha: float  # norm of every ETF column (the released code's ``scale``)
+    classifier: str  # fixed simplex ETF, or a learned linear center classifier (Table 1)
+    prior: str | tuple[float, ...]  # log class prior added to the center logits
+
+
+CENTER_HEADS: dict[str, CenterHead] = {
+    "released": CenterHead(
+        reduce_dim=128, projection="frozen", proj_dim=512, normalize=True, dropout=0.1, alpha=5.0,
+        classifier="etf", prior="scenes",
+    ),
+    "paper_eq4": CenterHead(
+        reduce_dim=0, projection="frozen", proj_dim=512, normalize=True, dropout=0.0, alpha=5.0,
+        classifier="etf", prior="none",
+    ),
+}
+DEFAULT_HEAD = "released"
+HEAD_KEYS = tuple(f.name for f in dataclasses.fields(CenterHead))
+# Keys of the ``ceco`` config section besides the head's (``enabled`` belongs to the caller).
+BRANCH_KEYS = ("head", "weight", "etf_seed", "global_centers")
 
 
 def random_orthonormal(dim: int, num: int, seed: int = 0) -> torch.Tensor:
@@ -67,6 +122,10 @@ def simplex_etf(
     return (alpha * math.sqrt(k / (k - 1)) * frame).to(dtype)
 
 
+def _is_distributed(group: dist.ProcessGroup | None) -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
 def center_pool(
     feat: torch.Tensor,
     segment: torch.Tensor,
@@ -102,7 +161,7 @@ def center_pool(
         )
     sums = feat.new_zeros(num_classes + 1, feat.shape[1]).index_add_(0, rows, feat)[:num_classes]
     counts = torch.bincount(rows, minlength=num_classes + 1)[:num_classes].to(feat.dtype)
-    if global_centers and dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+    if global_centers and _is_distributed(group):
         import torch.distributed.nn.functional as dist_nn
 
         sums = dist_nn.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)
@@ -113,12 +172,41 @@ def center_pool(
     return sums[labels] / counts[:, None], labels, counts
 
 
-class CenterProjection(nn.Module):
-    """Linear + ReLU map of centers to ``out_dim`` ("frozen" or "learned"), or the identity ("none").
+def _frozen_linear_init(out_dim: int, in_dim: int, seed: int, bias: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """nn.Linear's / nn.Conv's default init range U(±1/sqrt(in)), from our own seeded generator."""
+    gen = torch.Generator().manual_seed(int(seed))
+    bound = 1.0 / math.sqrt(in_dim)
+    weight = (torch.rand(out_dim, in_dim, generator=gen) * 2 - 1) * bound
+    b = (torch.rand(out_dim, generator=gen) * 2 - 1) * bound if bias else None
+    return weight, b
 
-    The frozen weights are buffers drawn from a seeded generator: identical on every process,
-    saved in the checkpoint, and invisible to optimizers (so weight decay cannot touch them).
+
+class CenterReduce(nn.Module):
+    """Frozen 1×1 reduce (no bias) + BatchNorm with batch statistics and frozen affine (1, 0).
+
+    The released head applies this to every point feature before pooling, so the centers are
+    means of standardized, signed features rather than of the backbone's post-ReLU (all ≥ 0)
+    ones. In training mode the BatchNorm normalizes with the statistics of the current batch (all
+    points, labelled or not, as the released head does); its running statistics are kept only for
+    the collapse analysis.
     """
+
+    def __init__(self, in_dim: int, out_dim: int, seed: int) -> None:
+        super().__init__()
+        weight, _ = _frozen_linear_init(out_dim, in_dim, seed, bias=False)
+        self.register_buffer("weight", weight)
+        self.norm = nn.BatchNorm1d(out_dim, affine=False)
+        self.in_dim, self.out_dim = int(in_dim), int(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(F.linear(x, self.weight.to(x.dtype)))
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}, out_dim={self.out_dim}, frozen"
+
+
+class CenterProjection(nn.Module):
+    """Linear + ReLU map of centers to ``out_dim`` ("frozen" or "learned"), or the identity ("none")."""
 
     def __init__(self, in_dim: int, out_dim: int, mode: str = "frozen", seed: int = 0) -> None:
         super().__init__()
@@ -129,11 +217,7 @@ class CenterProjection(nn.Module):
         self.out_dim = int(in_dim) if mode == "none" else int(out_dim)
         if mode == "none":
             return
-        # nn.Linear's default init range, drawn from our own generator.
-        gen = torch.Generator().manual_seed(int(seed))
-        bound = 1.0 / math.sqrt(self.in_dim)
-        weight = (torch.rand(self.out_dim, self.in_dim, generator=gen) * 2 - 1) * bound
-        bias = (torch.rand(self.out_dim, generator=gen) * 2 - 1) * bound
+        weight, bias = _frozen_linear_init(self.out_dim, self.in_dim, seed, bias=True)
         if mode == "frozen":
             self.register_buffer("weight", weight)
             self.register_buffer("bias", bias)
@@ -150,63 +234,72 @@ class CenterProjection(nn.Module):
         return f"mode={self.mode}, in_dim={self.in_dim}, out_dim={self.out_dim}"
 
 
-def class_prior_from_stats(path: str | Path, split: str = "train") -> list[float]:
-    """Per-class point counts of ``split`` from a preprocessing ``stats.json``
-    (``splits.<split>.class_point_counts``, see ``pointseg.preprocessing``)."""
-    path = Path(path)
-    try:
-        stats = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read class statistics ({e})") from e
-    try:
-        counts = stats["splits"][split]["class_point_counts"]
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: no 'splits.{split}.class_point_counts' entry for the class prior") from e
-    return [float(c) for c in counts]
+def log_class_prior(counts: Sequence[float] | torch.Tensor, num_classes: int) -> torch.Tensor:
+    """log(p_k + 1e-12) with p = counts / Σ counts, as the released code's ``torch.log(weight + 1e-12)``.
+
+    ``counts`` may be counts or probabilities (only their ratios matter).
+    """
+    prior = torch.as_tensor(counts, dtype=torch.float64).flatten()
+    if prior.numel() != num_classes or not bool(torch.isfinite(prior).all()) or bool((prior < 0).any()):
+        raise ValueError(
+            f"ceco.prior: need {num_classes} finite, non-negative class counts, got {prior.numel()} values"
+        )
+    if float(prior.sum()) <= 0:
+        raise ValueError("ceco.prior: the class counts are all zero")
+    return torch.log(prior / prior.sum() + PRIOR_EPS).float()
 
 
 class CenterCollapseLoss(nn.Module):
-    """L_CR (Eq. 4-5): cross-entropy of classified class centers against their class indices.
+    """L_CR (Eq. 4-5): cross-entropy of the classified class centers against their class indices.
 
     ``forward(feat, segment)`` returns the unweighted L_CR; ``weight`` (λ) is kept here for the
-    segmentor, which forms L_PR + λ·L_CR. ``etf`` is the fixed classifier W* (proj_dim, K), a
-    buffer (saved, never trained) when ``classifier="etf"``; ``classifier="learned"`` uses a
-    trainable linear center classifier instead (paper Table 1).
+    segmentor, which forms L_PR + λ·L_CR. The stages are exposed for the analysis:
+    :meth:`point_embedding` (reduce + BN), :meth:`center_embedding` (projection + normalization:
+    the space CeCo regularizes) and :meth:`center_logits`.
     """
 
     def __init__(
         self,
         feature_dim: int,
         num_classes: int,
+        *,
         weight: float = 0.4,
-        projection: str = "frozen",
-        proj_dim: int = 512,
-        normalize: bool = True,
-        alpha: float = 5.0,
-        classifier: str = "etf",
+        reduce_dim: int = CENTER_HEADS[DEFAULT_HEAD].reduce_dim,
+        projection: str = CENTER_HEADS[DEFAULT_HEAD].projection,
+        proj_dim: int = CENTER_HEADS[DEFAULT_HEAD].proj_dim,
+        normalize: bool = CENTER_HEADS[DEFAULT_HEAD].normalize,
+        dropout: float = CENTER_HEADS[DEFAULT_HEAD].dropout,
+        alpha: float = CENTER_HEADS[DEFAULT_HEAD].alpha,
+        classifier: str = CENTER_HEADS[DEFAULT_HEAD].classifier,
+        class_prior: Sequence[float] | torch.Tensor | None = None,
         etf_seed: int = 0,
-        class_prior: Sequence[float] | None = None,
         global_centers: bool = False,
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
         if classifier not in CENTER_CLASSIFIERS:
             raise ValueError(f"ceco.classifier: unknown {classifier!r}; expected one of {CENTER_CLASSIFIERS}")
-        if projection == "none" and classifier == "etf" and feature_dim < num_classes - 1:
-            raise ValueError(
-                f"ceco.projection=none needs feature_dim >= num_classes - 1 for a simplex ETF "
-                f"({feature_dim} < {num_classes - 1}); use projection frozen or learned"
-            )
-        if projection != "none" and classifier == "etf" and proj_dim < num_classes - 1:
-            raise ValueError(f"ceco.proj_dim must be >= num_classes - 1 = {num_classes - 1}, got {proj_dim}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"ceco.dropout must be in [0, 1), got {dropout}")
+        if int(reduce_dim) < 0:
+            raise ValueError(f"ceco.reduce_dim must be >= 0 (0: no reduce), got {reduce_dim}")
         self.num_classes = int(num_classes)
         self.weight = float(weight)
         self.normalize = bool(normalize)
         self.global_centers = bool(global_centers)
         self.ignore_index = ignore_index
         self.classifier_kind = classifier
-        self.projection = CenterProjection(feature_dim, proj_dim, projection, seed=int(etf_seed) + 1)
+        self.reduce = CenterReduce(feature_dim, reduce_dim, seed=int(etf_seed) + 2) if reduce_dim else None
+        pooled_dim = int(reduce_dim) or int(feature_dim)
+        self.projection = CenterProjection(pooled_dim, proj_dim, projection, seed=int(etf_seed) + 1)
         d = self.projection.out_dim
+        if classifier == "etf" and d < num_classes - 1:
+            where = "the pooled feature dim" if projection == "none" else "ceco.proj_dim"
+            raise ValueError(
+                f"a simplex ETF of {num_classes} classes needs {where} >= {num_classes - 1}, got {d}"
+                + ("; use ceco.projection frozen or learned" if projection == "none" else "")
+            )
+        self.dropout = nn.Dropout(float(dropout)) if dropout else nn.Identity()
         if classifier == "etf":
             self.register_buffer("etf", simplex_etf(num_classes, d, alpha=alpha, seed=etf_seed))
             self.classifier = None
@@ -214,21 +307,31 @@ class CenterCollapseLoss(nn.Module):
             self.etf = None
             self.classifier = nn.Linear(d, num_classes)
         if class_prior is not None:
-            prior = torch.as_tensor(list(class_prior), dtype=torch.float64)
-            if prior.numel() != num_classes or bool((prior < 0).any()):
-                raise ValueError(f"ceco.logit_adjust: need {num_classes} non-negative class counts, got {prior.numel()}")
-            # No log 0 = −inf: given counts, an unseen class counts as one point; given
-            # probabilities (all <= 1), it gets 1e-12.
-            prior = prior.clamp(min=1.0 if prior.max() > 1 else 1e-12)
-            self.register_buffer("log_prior", torch.log(prior / prior.sum()).float())
+            self.register_buffer("log_prior", log_class_prior(class_prior, self.num_classes))
         else:
             self.log_prior = None
 
-    def center_logits(self, centers: torch.Tensor) -> torch.Tensor:
-        """Logits (C, K) of centers (C, D): projection → optional L2 norm → classifier (+ log prior)."""
+    @property
+    def pooled_dim(self) -> int:
+        """Dimension of the features that are pooled into centers."""
+        return self.projection.in_dim
+
+    def point_embedding(self, feat: torch.Tensor) -> torch.Tensor:
+        """Per-point features as they are pooled: after the reduce + BatchNorm, if there is one."""
+        return feat if self.reduce is None else self.reduce(feat)
+
+    def center_embedding(self, centers: torch.Tensor) -> torch.Tensor:
+        """Centers (C, pooled_dim) → the space the classifier sees (C, d): projection, L2 norm."""
         h = self.projection(centers)
-        if self.normalize:
-            h = F.normalize(h, dim=1)
+        return F.normalize(h, dim=1) if self.normalize else h
+
+    def classifier_weight(self) -> torch.Tensor:
+        """The center classifier's (d, K) matrix: W* or the learned weight, transposed."""
+        return self.etf if self.classifier is None else self.classifier.weight.T
+
+    def center_logits(self, centers: torch.Tensor) -> torch.Tensor:
+        """Logits (C, K) of centers: embedding → dropout → classifier (+ log prior)."""
+        h = self.dropout(self.center_embedding(centers))
         logits = h @ self.etf.to(h.dtype) if self.classifier is None else self.classifier(h)
         if self.log_prior is not None:
             logits = logits + self.log_prior.to(h.dtype)
@@ -236,40 +339,93 @@ class CenterCollapseLoss(nn.Module):
 
     def forward(self, feat: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
         # At least float32 (also under autocast): sums over 10^5 points lose precision in half.
-        if feat.dtype not in (torch.float32, torch.float64):
-            feat = feat.float()
-        centers, labels, _ = center_pool(
-            feat, segment, self.num_classes, self.ignore_index, self.global_centers
-        )
-        if labels.numel() == 0:
-            return feat.sum() * 0.0
         with torch.autocast(device_type=feat.device.type, enabled=False):
+            if feat.dtype not in (torch.float32, torch.float64):
+                feat = feat.float()
+            centers, labels, _ = center_pool(
+                self.point_embedding(feat), segment, self.num_classes, self.ignore_index, self.global_centers
+            )
+            if labels.numel() == 0:
+                return feat.sum() * 0.0
             return F.cross_entropy(self.center_logits(centers), labels)
 
     @classmethod
     def from_config(
-        cls, ceco_cfg: dict, feature_dim: int, num_classes: int, data_root: str | Path | None = None
+        cls,
+        ceco_cfg: Mapping[str, Any],
+        feature_dim: int,
+        num_classes: int,
+        data_root: str | Path | None = None,
     ) -> "CenterCollapseLoss":
-        """Build from a plain ``ceco`` config dict (``enabled`` is the caller's business).
+        """Build from a plain ``ceco`` config dict (``enabled`` is the caller's business)."""
+        head = resolve_head(ceco_cfg)
+        prior = class_prior(head.prior, num_classes, data_root)
+        fields = dataclasses.asdict(head)
+        fields.pop("prior")
+        return cls(
+            feature_dim, num_classes, class_prior=prior,
+            weight=float(ceco_cfg.get("weight", 0.4)),
+            etf_seed=int(ceco_cfg.get("etf_seed", 0)),
+            global_centers=bool(ceco_cfg.get("global_centers", False)),
+            **fields,
+        )
 
-        ``logit_adjust``: false (default), true (prior from ``<data_root>/stats.json`` train
-        class point counts) or a list of K class counts / probabilities.
-        """
-        cfg = dict(ceco_cfg)
-        cfg.pop("enabled", None)
-        adjust = cfg.pop("logit_adjust", False)
-        prior = None
-        if isinstance(adjust, (list, tuple, np.ndarray)):
-            prior = list(adjust)
-        elif adjust:
-            if data_root is None:
-                raise ValueError("ceco.logit_adjust=true needs data.root (for stats.json) or a list of class counts")
-            prior = class_prior_from_stats(Path(data_root) / "stats.json")
-        known = {
-            "weight", "projection", "proj_dim", "normalize", "alpha", "classifier", "etf_seed",
-            "global_centers", "ignore_index",
-        }
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"ceco: unknown keys {unknown}; known: {sorted(known | {'enabled', 'logit_adjust'})}")
-        return cls(feature_dim, num_classes, class_prior=prior, **cfg)
+
+def resolve_head(ceco_cfg: Mapping[str, Any]) -> CenterHead:
+    """The head ``ceco.head`` names, with every key the section sets (not ``None``) replacing its value."""
+    cfg = dict(ceco_cfg)
+    cfg.pop("enabled", None)
+    unknown = sorted(set(cfg) - set(HEAD_KEYS) - set(BRANCH_KEYS))
+    if unknown:
+        raise ValueError(f"ceco: unknown keys {unknown}; known: {sorted({'enabled', *HEAD_KEYS, *BRANCH_KEYS})}")
+    name = cfg.get("head") or DEFAULT_HEAD
+    if name not in CENTER_HEADS:
+        raise ValueError(f"ceco.head: unknown {name!r}; expected one of {sorted(CENTER_HEADS)}")
+    changes = {k: cfg[k] for k in HEAD_KEYS if cfg.get(k) is not None}
+    if isinstance(changes.get("prior"), (list, tuple)):
+        changes["prior"] = tuple(float(v) for v in changes["prior"])
+    elif "prior" in changes and changes["prior"] not in PRIORS:
+        raise ValueError(f"ceco.prior: unknown {changes['prior']!r}; expected one of {PRIORS} or a list of K counts")
+    return dataclasses.replace(CENTER_HEADS[name], **changes)
+
+
+def class_prior(
+    prior: str | Sequence[float], num_classes: int, data_root: str | Path | None
+) -> Sequence[float] | None:
+    """Class counts behind the log prior: scene counts (the released code's image counts), point
+    counts, a given list, or ``None`` for no prior."""
+    if not isinstance(prior, str):
+        return list(prior)
+    if prior == "none":
+        return None
+    if data_root is None:
+        raise ValueError(f"ceco.prior={prior} needs data.root (the training scenes' class counts) or a list of counts")
+    from pointseg.data.stats import load_class_counts
+
+    try:
+        counts = load_class_counts(data_root, "train", num_classes)
+    except FileNotFoundError as e:
+        raise ValueError(
+            f"ceco.prior={prior} needs the class counts of the training scenes: {data_root} has no "
+            f"stats.json and {e} (preprocess the data first, or set ceco.prior to none or a list of counts)"
+        ) from e
+    log.info("CeCo log prior from training %s counts (%s)", prior, counts.source)
+    return (counts.scenes if prior == "scenes" else counts.points).tolist()
+
+
+__all__ = [
+    "CENTER_CLASSIFIERS",
+    "CENTER_HEADS",
+    "PRIORS",
+    "PROJECTIONS",
+    "CenterCollapseLoss",
+    "CenterHead",
+    "CenterProjection",
+    "CenterReduce",
+    "center_pool",
+    "class_prior",
+    "log_class_prior",
+    "random_orthonormal",
+    "resolve_head",
+    "simplex_etf",
+]

@@ -45,13 +45,11 @@ BACKBONES: dict[str, type[MinkUNetBase]] = {
 }
 
 
-def build_backbone(
-    name: str, in_channels: int, num_classes: int, backend: str = "auto", **kw
-) -> nn.Module:
-    """``BACKBONES[name](in_channels, num_classes, backend=backend, **kw)`` (kw: ``stem_kernel``)."""
+def build_backbone(name: str, in_channels: int, backend: str = "auto", **kw) -> nn.Module:
+    """``BACKBONES[name](in_channels, backend=backend, **kw)`` (kw: ``stem_kernel``, ``bn_momentum``)."""
     if name not in BACKBONES:
         raise KeyError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
-    return BACKBONES[name](in_channels, num_classes, backend=backend, **kw)
+    return BACKBONES[name](in_channels, backend=backend, **kw)
 
 
 __all__ = ["BACKBONES", "MinkUNetBase", "build_backbone", "to_points", *BACKBONES]

@@ -3,7 +3,9 @@
 Layout as in the MinkowskiEngine examples (``minkunet.py``): a stem conv at stride 1, four
 encoder stages (k=2 s=2 conv + BN + ReLU, then blocks) down to stride 16, four decoder stages
 (k=2 s=2 transposed conv + BN + ReLU, concatenation with the encoder output of the same stride,
-then blocks) back to stride 1, and a 1×1 classifier with bias. The model never names a backend
+then blocks) back to stride 1. The backbone ends at the last decoder features: the point
+classifier (the examples' final 1×1 conv) belongs to the ``Segmentor``, which also owns the
+training-only center branch that reads the same features. The model never names a backend
 library: every sparse layer carries a backend *name* that ``set_backend`` can change, and the
 weights do not depend on it.
 """
@@ -37,7 +39,7 @@ class MinkUNetBase(nn.Module):
     INIT_DIM: ClassVar[int] = 32
 
     def __init__(
-        self, in_channels: int, num_classes: int, backend: str = "auto", stem_kernel: int = 3
+        self, in_channels: int, backend: str = "auto", stem_kernel: int = 3, bn_momentum: float = 0.1
     ) -> None:
         super().__init__()
         if self.BLOCK is None:
@@ -46,7 +48,6 @@ class MinkUNetBase(nn.Module):
         block, planes, layers, b = self.BLOCK, self.PLANES, self.LAYERS, self.backend
         exp = block.expansion
         self.in_channels = in_channels
-        self.num_classes = num_classes
 
         self.stem = nn.Sequential(
             SubMConv3d(in_channels, self.INIT_DIM, stem_kernel, backend=b), BatchNorm(self.INIT_DIM), ReLU()
@@ -70,10 +71,12 @@ class MinkUNetBase(nn.Module):
             self.dec.append(_stage(block, p + skip_planes[3 - j], p, layers[4 + j], b))
             inplanes = p * exp
         self.feature_dim = inplanes
-        self.classifier = nn.Linear(self.feature_dim, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.momentum = bn_momentum
 
-    def forward(self, x: SparseTensor) -> dict[str, Tensor]:
-        """``{"feat": (M, feature_dim) last decoder features, "logits": (M, num_classes)}``."""
+    def forward(self, x: SparseTensor) -> Tensor:
+        """The last decoder features, (M, feature_dim), one row per input voxel."""
         if not isinstance(x, SparseTensor):
             raise TypeError(f"{type(self).__name__}: expected a SparseTensor, got {type(x).__name__}")
         if x.stride != 1:
@@ -86,7 +89,7 @@ class MinkUNetBase(nn.Module):
         skips.pop()  # the stride-16 output is the decoder's input, not a skip
         for up, dec in zip(self.up, self.dec):
             out = dec(cat(up(out), skips.pop()))
-        return {"feat": out.feats, "logits": self.classifier(out.feats)}
+        return out.feats
 
     def set_backend(self, name: str) -> "MinkUNetBase":
         """Run the same weights on another backend (``auto``, ``spconv``, ``minkowski``, ``torch``)."""

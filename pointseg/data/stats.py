@@ -1,0 +1,160 @@
+"""Per-class point and scene counts of a split: the one reader of ``DATA/stats.json``.
+
+Preprocessing writes the counts into ``stats.json``. Folders preprocessed elsewhere (Pointcept's
+ScanNet200 folders) have none; then the counts come from reading every
+``<split>/<scene>/segment200.npy`` once, and the result is cached under the user's cache folder,
+keyed by the folder's absolute path and checked against its scene list, so a second run (or the
+other processes of a distributed run) does not read the labels again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pointseg.meta import IGNORE_INDEX, NUM_CLASSES
+from pointseg.utils.io import atomic_write_text, load_npy
+
+log = logging.getLogger(__name__)
+
+STATS_FILE = "stats.json"
+# Per-class arrays of one split in DATA/stats.json.
+POINT_COUNT_KEY = "class_point_counts"
+SCENE_COUNT_KEY = "class_scene_counts"
+LABEL_FILE = "segment200.npy"
+
+
+@dataclass(frozen=True)
+class ClassCounts:
+    """Per-class point and scene (= center) counts of one split."""
+
+    points: np.ndarray  # int64 (K,)
+    scenes: np.ndarray  # int64 (K,): number of scenes in which the class has ≥ 1 point
+    source: str  # where the numbers came from
+    num_scenes: int | None = None  # scenes in the split, when known
+
+
+def count_split(data_root: str | Path, split: str = "train", num_classes: int = NUM_CLASSES) -> ClassCounts:
+    """Count by reading every ``DATA/<split>/<scene>/segment200.npy`` (class index or −1)."""
+    split_dir = Path(data_root) / split
+    files = sorted(split_dir.glob(f"*/{LABEL_FILE}"))
+    if not files:
+        raise FileNotFoundError(f"{split_dir}: no <scene>/{LABEL_FILE} found")
+    points = np.zeros(num_classes, dtype=np.int64)
+    scenes = np.zeros(num_classes, dtype=np.int64)
+    for f in files:
+        seg = load_npy(f)
+        if seg.ndim != 1 or not np.issubdtype(seg.dtype, np.integer):
+            raise ValueError(f"{f}: expected a 1-D integer array, got {seg.dtype} {seg.shape}")
+        seg = seg.astype(np.int64)
+        bad = (seg != IGNORE_INDEX) & ((seg < 0) | (seg >= num_classes))
+        if bad.any():
+            raise ValueError(f"{f}: label {int(seg[bad][0])} outside 0..{num_classes - 1} and not {IGNORE_INDEX}")
+        n = np.bincount(seg[seg >= 0], minlength=num_classes)
+        points += n
+        scenes += n > 0
+    return ClassCounts(points, scenes, f"{split_dir}/*/{LABEL_FILE} ({len(files)} scenes)", len(files))
+
+
+def read_stats(path: str | Path, split: str = "train", num_classes: int = NUM_CLASSES) -> ClassCounts | None:
+    """Per-class counts of ``split`` from a ``stats.json``; ``None`` when it lacks them.
+
+    Layout: ``{"splits": {split: {"class_point_counts": [K ints], "class_scene_counts": [K ints]}}}``
+    (lists of K counts, or objects keyed by class index).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read JSON ({e})") from e
+    splits = data.get("splits") if isinstance(data, dict) else None
+    section = splits.get(split) if isinstance(splits, dict) else None
+    if not isinstance(section, dict) or not {POINT_COUNT_KEY, SCENE_COUNT_KEY} <= section.keys():
+        return None
+    arrays = [
+        _per_class_array(section[key], num_classes, f"{path}: splits.{split}.{key}")
+        for key in (POINT_COUNT_KEY, SCENE_COUNT_KEY)
+    ]
+    num_scenes = section.get("num_scenes")
+    if num_scenes is not None and (not isinstance(num_scenes, int) or isinstance(num_scenes, bool) or num_scenes < 0):
+        raise ValueError(f"{path}: splits.{split}.num_scenes must be a non-negative integer, got {num_scenes!r}")
+    return ClassCounts(arrays[0], arrays[1], str(path), num_scenes)
+
+
+def _per_class_array(value, num_classes: int, where: str) -> np.ndarray:
+    """A list of K counts, or a dict keyed by class index (as strings in JSON)."""
+    out = np.zeros(num_classes, dtype=np.int64)
+    try:
+        if isinstance(value, list):
+            if len(value) != num_classes:
+                raise ValueError(f"expected {num_classes} counts, got {len(value)}")
+            out[:] = [_count(v) for v in value]
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                i = int(k)
+                if not 0 <= i < num_classes:
+                    raise ValueError(f"class index {k} outside 0..{num_classes - 1}")
+                out[i] = _count(v)
+        else:
+            raise ValueError(f"expected a list or an object of counts, got {type(value).__name__}")
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from e
+    return out
+
+
+def _count(v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v < 0:
+        raise ValueError(f"counts must be non-negative integers, got {v!r}")
+    return int(v)
+
+
+def _cache_file(data_root: Path, split: str, num_classes: int) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pointseg" / "class_counts"
+    key = hashlib.sha1(f"{data_root.resolve()}|{split}|{num_classes}".encode()).hexdigest()[:16]
+    return base / f"{key}.json"
+
+
+def _scene_list(data_root: Path, split: str) -> list[str]:
+    return sorted(p.parent.name for p in (data_root / split).glob(f"*/{LABEL_FILE}"))
+
+
+def load_class_counts(
+    data_root: str | Path, split: str = "train", num_classes: int = NUM_CLASSES, cache: bool = True
+) -> ClassCounts:
+    """Counts from ``DATA/stats.json`` when it has them, else counted from the scenes (cached)."""
+    root = Path(data_root)
+    stats_path = root / STATS_FILE
+    if stats_path.is_file():
+        counts = read_stats(stats_path, split, num_classes)
+        if counts is not None:
+            return counts
+        log.warning("%s: no per-class counts for split %r; counting the scenes instead", stats_path, split)
+    cache_path = _cache_file(root, split, num_classes) if cache else None
+    scenes = _scene_list(root, split)
+    if cache_path is not None and cache_path.is_file():
+        try:
+            cached = json.loads(cache_path.read_text(encoding="utf-8"))
+            if cached.get("scenes") == scenes:
+                log.info("class counts of %s/%s from the cache %s", root, split, cache_path)
+                return ClassCounts(
+                    np.asarray(cached["points"], dtype=np.int64), np.asarray(cached["scenes_with_class"], dtype=np.int64),
+                    f"{root / split}/*/{LABEL_FILE} ({len(scenes)} scenes, cached in {cache_path})", len(scenes),
+                )
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a stale or broken cache is recounted and rewritten
+    log.info("%s has no class counts: counting %s/%s/*/%s once", stats_path, root, split, LABEL_FILE)
+    counts = count_split(root, split, num_classes)
+    if cache_path is not None:
+        payload = {"root": str(root.resolve()), "split": split, "scenes": scenes,
+                   "points": counts.points.tolist(), "scenes_with_class": counts.scenes.tolist()}
+        try:
+            atomic_write_text(cache_path, json.dumps(payload) + "\n")
+        except OSError as e:  # a read-only home only costs the recount next time
+            log.warning("cannot cache class counts in %s (%s)", cache_path, e)
+    return counts
