@@ -130,7 +130,7 @@ def test_collate_shapes(data_root):
     assert batch["coords"].is_contiguous()
     assert batch["feat"].dtype == torch.float32 and batch["feat"].shape == (sum(sizes), 3)
     assert batch["segment"].dtype == torch.int64
-    assert batch["offset"].tolist() == np.cumsum(sizes).tolist()
+    assert np.bincount(batch["coords"][:, 0].numpy()).tolist() == sizes  # scene index per voxel
     assert batch["name"] == ["scene0000_00", "scene0001_00", "scene0002_00"]
     np.testing.assert_array_equal(batch["coords"][sizes[0] :, 0][: sizes[1]].numpy(), 1)
     np.testing.assert_array_equal(batch["coords"][: sizes[0], 1:].numpy(), samples[0]["grid_coord"])
@@ -154,7 +154,7 @@ def test_collate_point_budget_drops_with_warning(caplog):
         batch = collate(samples, max_points=160)
     # b would exceed the budget; c still fits after b is dropped
     assert batch["name"] == ["a", "c"]
-    assert batch["offset"].tolist() == [100, 150] and batch["coords"].shape == (150, 4)
+    assert np.bincount(batch["coords"][:, 0].numpy()).tolist() == [100, 50] and batch["coords"].shape == (150, 4)
     assert "dropped scene b" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pointseg.data.collate"):

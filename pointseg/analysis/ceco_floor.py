@@ -10,6 +10,7 @@ fewer than K−1 dimensions, or through a ReLU, cannot reach it.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -49,25 +50,27 @@ def lowest_center_loss(
     """Lowest L_CR found by Adam over free centers (one per class of ``classes``, default all K).
 
     The centers live where the branch pools (``pooled_dim``); the branch runs in eval mode (no
-    dropout), with its log prior only if ``use_prior``. ``nonnegative`` constrains the centers to
-    ≥ 0, as the means of post-ReLU backbone features are when the branch pools those directly (no
-    reduce). The best of ``restarts`` seeded starts is returned: an upper bound of the true floor,
-    which Adam reaches to a few hundredths at these sizes.
+    dropout), with its log prior only if ``use_prior``. Trainable parts of the branch (a learned
+    projection or center classifier) are optimized with the centers, on a copy. ``nonnegative``
+    constrains the centers to ≥ 0, as the means of post-ReLU backbone features are when the
+    branch pools those directly (no reduce). The best of ``restarts`` seeded starts is returned:
+    an upper bound of the true floor, which Adam reaches to a few hundredths at these sizes.
     """
-    branch = branch.eval()
     labels = torch.arange(branch.num_classes) if classes is None else torch.as_tensor(list(classes))
-    classifier = branch.classifier_weight().detach()
     prior = branch.log_prior if use_prior and branch.log_prior is not None else 0.0
+    branch = copy.deepcopy(branch).eval()
+    start = copy.deepcopy(branch.state_dict())
 
     def loss_of(free: torch.Tensor) -> torch.Tensor:
         centers = F.softplus(free) if nonnegative else free
-        return F.cross_entropy(branch.center_embedding(centers) @ classifier + prior, labels)
+        return F.cross_entropy(branch.center_embedding(centers) @ branch.classifier_weight() + prior, labels)
 
     best = math.inf
     for r in range(restarts):
+        branch.load_state_dict(start)
         gen = torch.Generator().manual_seed(seed + r)
         free = torch.randn(len(labels), branch.pooled_dim, generator=gen).requires_grad_(True)
-        opt = torch.optim.Adam([free], lr=lr)
+        opt = torch.optim.Adam([free, *branch.parameters()], lr=lr)
         for _ in range(steps):
             loss = loss_of(free)
             opt.zero_grad()

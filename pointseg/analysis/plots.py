@@ -1,8 +1,4 @@
-"""Headless figures for the analysis tools.
-
-Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas, not ``pyplot``: no global
-backend state, nothing needs a display, and many figures can be drawn in one process.
-"""
+"""Figures of the analysis tools: collapse curves (paper Figs. 2/4) and the imbalance plot."""
 
 from __future__ import annotations
 
@@ -10,49 +6,39 @@ import os
 from typing import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from pointseg.utils.io import atomic_path
+from pointseg.utils.plotting import OTHER_COLOR, SPLIT_COLORS, new_figure, save_figure
 
-SPLIT_COLORS = {"head": "tab:blue", "common": "tab:orange", "tail": "tab:red", "overall": "black"}
 GROUPS = ("overall", "head", "common", "tail")
-
-
-def new_figure(width: float, height: float, layout: str | None = None) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
-    """Write a PNG atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
 
 
 def plot_collapse_curves(records: Sequence[dict], path: str | os.PathLike) -> None:
     """Paper Figs. 2/4: the collapse metrics of successive checkpoints, one line per class group.
 
-    ``records`` are the entries of ``collapse.json``: ``iteration`` (may be ``None``) and
-    ``metrics`` (output of ``CollapseAccumulator.evaluate``).
+    ``records`` are the entries of ``collapse.json``: ``iteration`` (may be ``None``),
+    ``metrics`` (output of ``CollapseAccumulator.evaluate``) and, when present,
+    ``center_metrics`` (``center_space_metrics``: the last panel, CeCo's center embedding).
     """
     iters = [r.get("iteration") for r in records]
     use_iter = all(i is not None for i in iters)
     x = np.asarray(iters if use_iter else range(len(records)), dtype=float)
     panels = (
-        ("equiangular_means", "Std cos(ẑ_k, ẑ_k')  (class means)"),
-        ("maxangle_means", "Avg |cos(ẑ_k, ẑ_k') + 1/(K−1)|  (class means)"),
-        ("nc1", "NC1  Tr(Σ_W Σ_B⁺)/K"),
-        ("equiangular_classifier", "Std cos(ŵ_k, ŵ_k')  (classifier)"),
-        ("maxangle_classifier", "Avg |cos(ŵ_k, ŵ_k') + 1/(K−1)|  (classifier)"),
+        ("metrics", "equiangular_means", "Std cos(ẑ_k, ẑ_k')  (class means)"),
+        ("metrics", "maxangle_means", "Avg |cos(ẑ_k, ẑ_k') + 1/(K−1)|  (class means)"),
+        ("metrics", "nc1", "NC1  Tr(Σ_W Σ_B⁺)/K"),
+        ("metrics", "equiangular_classifier", "Std cos(ŵ_k, ŵ_k')  (classifier)"),
+        ("metrics", "maxangle_classifier", "Avg |cos(ŵ_k, ŵ_k') + 1/(K−1)|  (classifier)"),
+        ("center_metrics", "equiangular_means", "Std cos(e_k, e_k')  (CeCo's center embedding)"),
     )
     fig = new_figure(15, 8, layout="constrained")
     axes = fig.subplots(2, 3).ravel()
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (space, key, title) in zip(axes, panels):
+        if not any(space in r for r in records):
+            ax.axis("off")
+            continue
         for group in GROUPS:
             y = [
-                np.nan if (v := r["metrics"].get(group, {}).get(key)) is None else v for r in records
+                np.nan if (v := (r.get(space) or {}).get(group, {}).get(key)) is None else v for r in records
             ]
             if np.all(np.isnan(y)):
                 continue
@@ -63,7 +49,6 @@ def plot_collapse_curves(records: Sequence[dict], path: str | os.PathLike) -> No
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    axes[-1].axis("off")
     save_figure(fig, path)
 
 
@@ -77,7 +62,7 @@ def plot_imbalance(result: dict, path: str | os.PathLike) -> None:
     for r in rows:
         by_split.setdefault(r.get("split", "overall"), []).append(r)
     for split, rs in by_split.items():
-        color = SPLIT_COLORS.get(split, "gray")
+        color = SPLIT_COLORS.get(split, OTHER_COLOR)
         pts = np.array([r["points"] for r in rs], dtype=float)
         ctr = np.array([r["centers"] for r in rs], dtype=float)
         axes[0].scatter(pts, ctr, s=12, color=color, label=split, alpha=0.8)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from plyfile import PlyData, PlyElement
 
-from pointseg.analysis.plots import new_figure, save_figure
+from pointseg.utils.plotting import new_figure, save_figure
 from pointseg.meta import IGNORE_INDEX, NUM_CLASSES, class_table
 from pointseg.utils.io import atomic_path, load_npy
 

@@ -18,8 +18,7 @@ _SKIP = {"grid_coord", "name"}
 
 def collate(samples: Sequence[dict], max_points: int | None = None) -> dict:
     """Batch dict: ``coords`` int32 (M,4) [batch, x, y, z], ``feat`` float32 (M,C), ``segment``
-    int64 (M,) (when every sample has one), ``offset`` int64 (B,) cumulative voxel counts,
-    ``name`` list[str]; any other sample entry (test-mode ``inverse``, ``origin_coord``,
+    int64 (M,) (when every sample has one), ``name`` list[str]; any other sample entry (test-mode ``inverse``, ``origin_coord``,
     ``fragments``, ...) as a list over the kept scenes.
 
     A scene that would push the batch beyond ``max_points`` voxels is dropped with a warning
@@ -49,7 +48,6 @@ def collate(samples: Sequence[dict], max_points: int | None = None) -> dict:
     coords[:, 1:] = np.concatenate([s["grid_coord"] for s in kept])
     batch = {
         "coords": torch.from_numpy(coords),
-        "offset": torch.from_numpy(np.cumsum(counts, dtype=np.int64)),
         "name": [s.get("name", f"#{i}") for i, s in enumerate(kept)],
     }
     for key, dtype in VOXEL_KEYS.items():

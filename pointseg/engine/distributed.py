@@ -1,4 +1,4 @@
-"""torchrun process groups, rank helpers and seeding.
+"""torchrun process groups, seeding, SyncBatchNorm (rank queries and collectives: ``pointseg.utils.comm``).
 
 A plain ``python tools/train.py`` is a world of one; under ``torchrun`` the environment variables
 ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` select the process's place (multi-node included).
@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from pointseg.utils.comm import all_reduce_, barrier, get_rank, get_world_size, is_main_process  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -48,36 +50,6 @@ def init_distributed(device: str | None = None) -> DistInfo:
     else:
         dev = torch.device("cpu")
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
-
-
-def get_rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def is_main_process() -> bool:
-    """Only this process writes files and logs."""
-    return get_rank() == 0
-
-
-def barrier() -> None:
-    if get_world_size() > 1:
-        dist.barrier()
-
-
-def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    """In-place all-reduce (``sum``, ``max``, ``mean``); a no-op in a world of one."""
-    if get_world_size() == 1:
-        return tensor
-    if op == "mean":
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        tensor /= get_world_size()
-    else:
-        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
-    return tensor
 
 
 def cleanup() -> None:

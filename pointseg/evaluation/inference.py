@@ -76,7 +76,6 @@ def fragment_batch(fragment: Fragment, device: torch.device | str = "cpu") -> di
     return {
         "coords": torch.from_numpy(coords).to(device),
         "feat": torch.from_numpy(np.ascontiguousarray(fragment["feat"], dtype=np.float32)).to(device),
-        "offset": torch.tensor([grid.shape[0]], dtype=torch.int64, device=device),
     }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pointseg import meta
+from pointseg.utils.comm import all_reduce_, collective_device, is_distributed
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -81,15 +82,10 @@ class SemSegMetric:
 
     def all_reduce(self) -> None:
         """Sum the confusion matrix over all processes (no-op outside torch.distributed)."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not is_distributed():
             return
-        device = torch.device("cpu")
-        if dist.get_backend() == "nccl":
-            device = torch.device("cuda", torch.cuda.current_device())
-        t = torch.from_numpy(self.confusion).to(device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t = torch.from_numpy(self.confusion).to(collective_device())
+        all_reduce_(t)
         self.confusion[:] = t.cpu().numpy()
 
     def evaluate(self) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from pointseg.utils.io import atomic_path, atomic_write_text
+from pointseg.utils.plotting import OTHER_COLOR, SPLIT_COLORS, new_figure, save_figure
 
 SUMMARY_KEYS = ("miou", "head_miou", "common_miou", "tail_miou", "miou_absent_as_zero", "macc", "all_acc")
-SPLIT_COLORS = {"head": "#1f77b4", "common": "#ff7f0e", "tail": "#2ca02c", "": "#7f7f7f"}
 
 
 def _json_safe(x: Any) -> Any:
@@ -67,16 +67,13 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 def plot_per_class_iou(metrics: dict[str, Any], path: str | os.PathLike) -> None:
     """Bar chart of per-class IoU coloured by head / common / tail (classes without an IoU left empty)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
     rows = metrics["per_class"]
     iou = np.array([np.nan if c["iou"] is None else c["iou"] for c in rows], dtype=float)
-    colors = [SPLIT_COLORS.get(c["split"], SPLIT_COLORS[""]) for c in rows]
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.09 * len(rows)), 4.0), dpi=100)
+    colors = [SPLIT_COLORS.get(c["split"], OTHER_COLOR) for c in rows]
+    fig = new_figure(max(8.0, 0.09 * len(rows)), 4.0, layout="tight")
+    ax = fig.subplots()
     ax.bar(np.arange(len(rows)), np.nan_to_num(100 * iou), color=colors, width=0.85)
     ax.set_xlim(-1, len(rows))
     ax.set_ylim(0, 100)
@@ -90,7 +87,4 @@ def plot_per_class_iou(metrics: dict[str, Any], path: str | os.PathLike) -> None
     present = [s for s in ("head", "common", "tail") if any(c["split"] == s for c in rows)]
     if present:
         ax.legend(handles=[Patch(color=SPLIT_COLORS[s], label=s) for s in present], loc="upper right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

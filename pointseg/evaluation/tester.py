@@ -29,6 +29,7 @@ from pointseg.evaluation.submission import (
     write_prediction_txt,
     write_submission_from_txt,
 )
+from pointseg.utils.comm import all_gather_object, barrier
 from pointseg.utils.io import load_npy
 
 PREDICTIONS_DIR = "predictions"
@@ -49,24 +50,6 @@ class SplitResult:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.submission_problems
-
-
-def _gather(obj: Any) -> list[Any]:
-    """Every process's ``obj`` (a one-element list in a world of one)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
 
 
 def preprocessed_vertex_counts(scene_dirs: Sequence[Path]) -> dict[str, int]:
@@ -132,10 +115,10 @@ def evaluate_split(
             failed[folder.name] = f"{type(e).__name__}: {e}"
     bar.close()
     metric.all_reduce()
-    for part in _gather((failed, unlabelled)):
+    for part in all_gather_object((failed, unlabelled)):
         result.failed.update(part[0])
         result.unlabelled += part[1]
-    _barrier()
+    barrier()
     if rank != 0:
         return result
 

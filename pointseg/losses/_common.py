@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-IGNORE_INDEX = -1
+from pointseg.meta import IGNORE_INDEX  # noqa: F401 (the losses' default ignore label)
 
 
 def check_logits_target(name: str, logits: torch.Tensor, target: torch.Tensor) -> None:

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pointseg.meta import IGNORE_INDEX
+from pointseg.utils.comm import is_distributed
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,6 @@ def simplex_etf(
     return (alpha * math.sqrt(k / (k - 1)) * frame).to(dtype)
 
 
-def _is_distributed(group: dist.ProcessGroup | None) -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
-
-
 def center_pool(
     feat: torch.Tensor,
     segment: torch.Tensor,
@@ -161,7 +158,7 @@ def center_pool(
         )
     sums = feat.new_zeros(num_classes + 1, feat.shape[1]).index_add_(0, rows, feat)[:num_classes]
     counts = torch.bincount(rows, minlength=num_classes + 1)[:num_classes].to(feat.dtype)
-    if global_centers and _is_distributed(group):
+    if global_centers and is_distributed(group):
         import torch.distributed.nn.functional as dist_nn
 
         sums = dist_nn.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)

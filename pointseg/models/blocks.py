@@ -58,5 +58,3 @@ def _projection(inplanes: int, outplanes: int, backend: str) -> nn.Sequential | 
         return None
     return nn.Sequential(SubMConv3d(inplanes, outplanes, 1, backend=backend), BatchNorm(outplanes))
 
-
-BLOCKS: dict[str, type[nn.Module]] = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}

@@ -46,11 +46,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """``np.save`` through a temp file + rename (no pickled objects)."""
     with atomic_path(path) as tmp:

@@ -29,9 +29,6 @@ from torch import Tensor
 from ..tensor import SparseTensor
 
 NAME = "spconv"
-# spconv's SparseConvTensor metaclass asks torch.fx whether it is tracing on every construction;
-# torch answers with a deprecation warning that says nothing about our code. Silence that logger.
-logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 _DICT = (NAME, "indice_dict")
 
 
@@ -41,10 +38,21 @@ def to_spconv_weight(weight: Tensor, kernel_size: int) -> Tensor:
     return weight.permute(2, 0, 1).reshape(weight.shape[2], k, k, k, weight.shape[1]).contiguous()
 
 
+class _DropFxTracingNotice(logging.Filter):
+    """spconv's SparseConvTensor metaclass asks torch.fx whether it is tracing; torch answers, once
+    per process, with a notice about its own API that says nothing about our code."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is_fx_tracing will return true" not in record.getMessage()
+
+
 class SpconvBackend:
     name = NAME
 
     def __init__(self) -> None:
+        fx_log = logging.getLogger("torch.fx._symbolic_trace")
+        if not any(isinstance(f, _DropFxTracingNotice) for f in fx_log.filters):
+            fx_log.addFilter(_DropFxTracingNotice())
         # Stateless executors (their own 1-element weights are never used): spconv's modules
         # hold the pair-building and reuse logic, we pass our weight into ``_conv_forward``.
         self._executors: dict[tuple, Any] = {}
