@@ -170,11 +170,13 @@ def test_center_heads_and_their_keys():
         CenterCollapseLoss.from_config({"projection": "none", "prior": "none"}, 96, 200)
     with pytest.raises(ValueError, match="unknown 'big'"):
         CenterCollapseLoss(96, 200, projection="big")
-    with pytest.raises(ValueError, match="unknown keys \\['lambda'\\]"):
+    with pytest.raises(ValueError, match="ceco: unknown key 'lambda'"):
         CenterCollapseLoss.from_config({"lambda": 0.4}, 96, 200)
-    with pytest.raises(ValueError, match="ceco.head: unknown 'mine'"):
+    with pytest.raises(ValueError, match="ceco: unknown key 'weigth'; did you mean 'weight'"):
+        CenterCollapseLoss.from_config({"weigth": 0.4}, 96, 200)
+    with pytest.raises(ValueError, match="ceco.head must be one of \\['released', 'paper_eq4'\\] \\(got 'mine'\\)"):
         CenterCollapseLoss.from_config({"head": "mine"}, 96, 200)
-    with pytest.raises(ValueError, match="ceco.prior: unknown 'pixels'"):
+    with pytest.raises(ValueError, match="ceco.prior must be one of"):
         CenterCollapseLoss.from_config({"prior": "pixels"}, 96, 200)
 
 

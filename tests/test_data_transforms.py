@@ -51,7 +51,7 @@ def test_registry_names_match_classes_and_default_pipelines_build():
     test = build_transforms(default_test_transforms())
     assert [type(t).__name__ for t in train.transforms][-1] == "Voxelize"
     assert test.transforms[-1].mode == "test"
-    with pytest.raises(ValueError, match="unknown transform 'Nope'"):
+    with pytest.raises(ValueError, match=r"transforms\[0\]: unknown name 'Nope'"):
         build_transforms([{"name": "Nope"}])
     with pytest.raises(ValueError, match="RandomScale"):
         build_transforms([{"name": "RandomScale", "bogus": 1}])

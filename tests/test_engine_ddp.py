@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from engine_helpers import read_jsonl, register_tiny_backbone, tiny_config
 
-from test_engine_trainer import data_root, read_jsonl, register_tiny_backbone, tiny_backbone, tiny_config  # noqa: F401
+pytestmark = pytest.mark.usefixtures("tiny_backbone")
 
 ITERATIONS = 3
 
@@ -44,7 +45,7 @@ def _worker(rank: int, world: int, port: int, root: str, run: str, out: str) -> 
         cleanup()
 
 
-def test_two_process_gloo_run_end_to_end(data_root, tmp_path):  # noqa: F811
+def test_two_process_gloo_run_end_to_end(data_root, tmp_path):
     run, out = tmp_path / "run", tmp_path / "out"
     out.mkdir()
     mp.spawn(_worker, args=(2, _free_port(), str(data_root), str(run), str(out)), nprocs=2, join=True)
@@ -67,7 +68,7 @@ def test_two_process_gloo_run_end_to_end(data_root, tmp_path):  # noqa: F811
     assert ckpt["iteration"] == ITERATIONS and not any(k.startswith("module.") for k in ckpt["model"])
 
 
-def test_sync_batchnorm_conversion_keeps_sparse_layers_and_state_dict_keys(data_root):  # noqa: F811
+def test_sync_batchnorm_conversion_keeps_sparse_layers_and_state_dict_keys(data_root):
     from pointseg.engine.distributed import SparseSyncBatchNorm, convert_sync_batchnorm
     from pointseg.models.segmentor import build_segmentor
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_helpers import read_jsonl, tiny_config
 
 from pointseg.engine.checkpoint import load_checkpoint
+from pointseg.engine.config import config_from_dict, to_plain_dict
 from pointseg.engine.trainer import Trainer
-from test_engine_trainer import data_root, read_jsonl, tiny_backbone, tiny_config  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("tiny_backbone")
 
 TIMING_KEYS = {"time", "memory_mb"}
 
@@ -40,24 +43,24 @@ SETTINGS = {
 
 
 @pytest.mark.parametrize("setting", sorted(SETTINGS))
-def test_kill_and_resume_equals_uninterrupted(setting, data_root, tmp_path, monkeypatch):  # noqa: F811
+def test_kill_and_resume_equals_uninterrupted(setting, data_root, tmp_path, monkeypatch):
     iterations, kill_iteration = 5, 5
 
     def config():
-        cfg = tiny_config(data_root, iterations=iterations, save_every=3, val_every=3, log_every=1)
+        cfg = to_plain_dict(tiny_config(data_root, iterations=iterations, save_every=3, val_every=3, log_every=1))
         for section, values in SETTINGS[setting].items():
             if section == "train":
-                cfg.train.update(values)
+                cfg["train"].update(values)
             else:  # optimizer and schedule replaced as a whole
                 cfg[section] = values
-        return cfg
+        return config_from_dict(cfg, source="test config")
 
     straight = Trainer(config(), tmp_path / "straight")
     straight.train()
 
     run = tmp_path / "killed"
     victim = Trainer(config(), run)
-    accumulate = int(config().train.get("accumulate", 1))
+    accumulate = int(config().train.accumulate)
     _kill_at(victim, (kill_iteration - 1) * accumulate + 1, monkeypatch)
     with pytest.raises(Killed):
         victim.train()

@@ -3,126 +3,25 @@ inference loading drops the center branch."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from engine_helpers import TINY, read_jsonl, tiny_config
 from omegaconf import OmegaConf
 
 from pointseg.engine.checkpoint import export_inference_weights, load_checkpoint, load_for_inference
-from pointseg.engine.config import config_from_dict
 from pointseg.engine.trainer import NonFiniteLossError, Trainer
-from pointseg.models import BACKBONES
-from pointseg.models.minkunet import MinkUNet14
 
-# ---------------------------------------------------------------- helpers shared by test_engine_*.py
-class MinkUNetTiny(MinkUNet14):
-    """The real MinkUNet code at a few channels, so a training step takes milliseconds."""
+pytestmark = pytest.mark.usefixtures("tiny_backbone")
 
-    INIT_DIM = 8
-    PLANES = (8, 16, 16, 16, 16, 16, 16, 16)
-
-
-TINY = "MinkUNetTiny"
-
-
-def register_tiny_backbone() -> None:
-    """Make ``model.name: MinkUNetTiny`` buildable (in this process; call it in spawned ones too)."""
-    BACKBONES.setdefault(TINY, MinkUNetTiny)
-
-
-@pytest.fixture(autouse=True)
-def tiny_backbone(monkeypatch):
-    """Register MinkUNetTiny; run on one thread (on a shared 2-core machine, two OpenMP threads
-    spin-wait and tiny ops slow down tenfold; results are the same)."""
-    monkeypatch.setitem(BACKBONES, TINY, MinkUNetTiny)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-CLASSES = (0, 3, 7, 42, 150)  # a few of the 200 class indices
-
-
-def write_scene(folder: Path, seed: int, points: int = 1200) -> None:
-    """A 1 m room-ish scene: one box per class, each class with its own colour (learnable)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    per = points // len(CLASSES)
-    coord, color, segment = [], [], []
-    for j, cls in enumerate(CLASSES):
-        low = np.array([0.2 * j, 0.0, 0.0]) + rng.uniform(0, 0.02, 3)
-        coord.append(low + rng.uniform(0, [0.18, 0.6, 0.5], (per, 3)))
-        base = np.array([(50 * j) % 255, (90 * j + 30) % 255, (170 * j + 60) % 255])
-        color.append(np.clip(base + rng.normal(0, 8, (per, 3)), 0, 255))
-        segment.append(np.full(per, cls))
-    segment = np.concatenate(segment)
-    segment[rng.random(segment.size) < 0.05] = -1  # some unlabelled points
-    normal = rng.normal(size=(segment.size, 3))
-    np.save(folder / "coord.npy", np.concatenate(coord).astype(np.float32))
-    np.save(folder / "color.npy", np.concatenate(color).astype(np.uint8))
-    np.save(folder / "normal.npy", (normal / np.linalg.norm(normal, axis=1, keepdims=True)).astype(np.float32))
-    np.save(folder / "segment200.npy", segment.astype(np.int64))
-    np.save(folder / "instance.npy", np.arange(segment.size, dtype=np.int64) // per)
-
-
-def make_data(root: Path, train: int = 2, val: int = 1) -> Path:
-    for i in range(train):
-        write_scene(root / "train" / f"scene{i:04d}_00", seed=i)
-    for i in range(val):
-        write_scene(root / "val" / f"scene{100 + i:04d}_00", seed=100 + i)
-    return root
-
-
-def tiny_config(root: Path, **train: object):
-    """MinkUNetTiny on the torch backend, CE + CeCo, light augmentation, 5 cm voxels."""
-    cfg = {
-        "seed": 3,
-        "data": {
-            "root": str(root),
-            "seed": 3,
-            "voxel_size": 0.05,
-            "features": ["color"],
-            "batch_size": 1,
-            "num_workers": 0,
-            "train_transforms": [
-                {"name": "RandomRotate", "z": [-0.3, 0.3]},
-                {"name": "ChromaticJitter", "p": 0.5, "std": 0.01},
-                {"name": "NormalizeColor"},
-                {"name": "ToFeature"},
-                {"name": "Voxelize"},
-            ],
-            "test_transforms": [{"name": "NormalizeColor"}, {"name": "ToFeature"}, {"name": "Voxelize"}],
-        },
-        "model": {"name": TINY, "backend": "torch", "in_channels": 3, "num_classes": 200},
-        "ceco": {"enabled": True, "weight": 0.4},
-        "loss": [{"name": "cross_entropy", "weight": 1.0}],
-        "optim": {"name": "SGD", "lr": 0.05},
-        "sched": {"name": "poly", "warmup_iters": 2},
-        "train": {"iterations": 6, "log_every": 1, "val_every": 0, "save_every": 3, "progress_bar": False},
-    }
-    cfg["train"].update(train)
-    return config_from_dict(cfg, source="test config")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    return make_data(tmp_path_factory.mktemp("scenes"))
-
-
-# ---------------------------------------------------------------- tests
 def test_short_run_overfits_two_scenes(data_root, tmp_path):
     cfg = tiny_config(data_root, iterations=30, val_every=0)
     cfg.data.train_transforms = cfg.data.test_transforms  # no augmentation: pure overfitting
-    cfg.optim = {"name": "AdamW", "lr": 0.01, "weight_decay": 0.0}
-    cfg.sched = {"name": "poly", "power": 0.9}
+    cfg.optim.merge_with({"name": "AdamW", "lr": 0.01, "weight_decay": 0.0})
+    cfg.sched.merge_with({"name": "poly", "power": 0.9})
     summary = Trainer(cfg, tmp_path / "run").train()
     log = read_jsonl(tmp_path / "run" / "log.jsonl")
     assert summary["iteration"] == 30 and [r["iteration"] for r in log] == list(range(1, 31))
@@ -248,8 +147,8 @@ def test_gradient_accumulation_equals_the_mean_of_micro_batch_gradients(data_roo
     cfg = tiny_config(data_root, iterations=1, accumulate=2, save_every=0)
     cfg.ceco.enabled = False
     cfg.data.train_transforms = cfg.data.test_transforms
-    cfg.optim = {"name": "SGD", "lr": 0.1, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0}
-    cfg.sched = {"name": "poly", "power": 1.0}
+    cfg.optim.merge_with({"name": "SGD", "lr": 0.1, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0})
+    cfg.sched.merge_with({"name": "poly", "power": 1.0, "warmup_iters": 0})
     trainer = Trainer(cfg, tmp_path / "a")
     start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     # reference: the same two batches, gradients of the mean loss, one SGD step by hand

@@ -10,9 +10,9 @@ from torch import nn
 import pointseg.models
 from pointseg.losses import build_criteria
 from pointseg.losses.ceco import CenterCollapseLoss
-from pointseg.sparse import SparseTensor
 from pointseg.models.heads import ETFPointClassifier, LinearClassifier
 from pointseg.models.segmentor import Segmentor, build_segmentor, strip_center_branch
+from pointseg.sparse import SparseTensor
 
 K = 6
 
@@ -204,12 +204,16 @@ def test_config_variants_and_errors(tiny_registry):
     assert list(build_segmentor(off).train()(_batch())) == ["loss", "loss_cross_entropy", "loss_lovasz"]
     bad = _cfg()
     bad["model"]["point_classifier"] = "cosine"
-    with pytest.raises(ValueError, match="unknown 'cosine'"):
+    with pytest.raises(ValueError, match="model.point_classifier must be one of \\['learned', 'etf'\\] \\(got 'cosine'\\)"):
         build_segmentor(bad)
-    missing = _cfg()
-    del missing["model"]["num_classes"]
-    with pytest.raises(ValueError, match="model.num_classes is missing"):
-        build_segmentor(missing)
+    typo = _cfg()
+    typo["model"]["num_clases"] = 20
+    with pytest.raises(ValueError, match="model: unknown key 'num_clases'; did you mean 'num_classes'"):
+        build_segmentor(typo)
+    wrong = _cfg()
+    wrong["model"]["in_channels"] = 6
+    with pytest.raises(ValueError, match="model.in_channels is 6 but data.features \\['color'\\] give 3 channels"):
+        build_segmentor(wrong)
     with pytest.raises(KeyError, match="no 'segment'"):
         build_segmentor(_cfg()).train()({k: v for k, v in _batch().items() if k != "segment"})
 

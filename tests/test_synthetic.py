@@ -13,8 +13,7 @@ from scipy.spatial import cKDTree
 
 from pointseg import meta
 from pointseg.preprocessing.preprocess import preprocess_scannet200
-from pointseg.synthetic import catalog, generate, shapes
-from pointseg.synthetic import generate_synthetic_scannet
+from pointseg.synthetic import catalog, generate, generate_synthetic_scannet, shapes
 
 SMALL = dict(train=3, val=1, test=1, seed=7, vertices=6000, progress=False)
 

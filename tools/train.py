@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pointseg.engine.checkpoint import export_inference_weights
-from pointseg.engine.config import default_run_dir, load_config
+from pointseg.engine.config import default_run_dir, explain_config, format_explained
 from pointseg.engine.distributed import cleanup
 
 
@@ -28,21 +28,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="PATH",
         help="after training, write the evaluation weights (no center branch) of best.pth (else last.pth)",
     )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config, where each value came from, and exit")
+    p.add_argument("--config-reference", action="store_true", help="print every config key, its default and its doc (docs/config.md), and exit")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. train.iterations=100)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.config_reference:
+        from pointseg.engine.config import schema_markdown
+
+        print(schema_markdown(), end="")
+        return 0
     if args.config is None and not (args.resume and args.out):
         print("error: --config is required (or --resume with --out of an existing run)", file=sys.stderr)
         return 2
     config = args.config or str(Path(args.out) / "config.yaml")
     try:
-        cfg = load_config(config, args.overrides)
+        cfg, sources = explain_config(config, args.overrides)
     except (KeyError, ValueError, FileNotFoundError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(format_explained(cfg, sources))
+        return 0
     run_dir = Path(args.out) if args.out else default_run_dir(config)
 
     from pointseg.engine.trainer import BEST, CHECKPOINT_DIR, LAST, NonFiniteLossError, Trainer

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 from plyfile import PlyData, PlyElement
 
-from pointseg.utils.plotting import new_figure, save_figure
+from pointseg.data.scene import COORD_FILE, load_scene, scene_dir
 from pointseg.meta import IGNORE_INDEX, NUM_CLASSES, class_table
-from pointseg.utils.io import atomic_path, load_npy
+from pointseg.utils.io import atomic_path
+from pointseg.utils.plotting import new_figure, save_figure
 
 IGNORED_COLOR = (0, 0, 0)
 # Error map codes and their colours.
@@ -74,18 +75,11 @@ def read_ply_points(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 def load_scene_labels(data_root: str | os.PathLike, split: str, scene: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Vertex coordinates and ground truth (``None`` for unlabelled scenes) of ``DATA/<split>/<scene>``."""
-    folder = Path(data_root) / split / scene
-    if not (folder / "coord.npy").is_file():
-        raise FileNotFoundError(f"{folder / 'coord.npy'}: scene not found")
-    coord = load_npy(folder / "coord.npy")
-    if coord.ndim != 2 or coord.shape[1] != 3:
-        raise ValueError(f"{folder / 'coord.npy'}: expected (N, 3), got {coord.shape}")
-    gt = None
-    if (folder / "segment200.npy").is_file():
-        gt = load_npy(folder / "segment200.npy").astype(np.int64).reshape(-1)
-        if gt.shape[0] != coord.shape[0]:
-            raise ValueError(f"{folder / 'segment200.npy'}: {gt.shape[0]} labels for {coord.shape[0]} points")
-    return coord.astype(np.float32), gt
+    folder = scene_dir(data_root, split, scene)
+    if not (folder / COORD_FILE).is_file():
+        raise FileNotFoundError(f"{folder / COORD_FILE}: scene not found")
+    data = load_scene(folder)
+    return data["coord"], data.get("segment")
 
 
 def read_predictions_txt(path: str | os.PathLike, num_points: int) -> np.ndarray:

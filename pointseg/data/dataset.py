@@ -1,16 +1,4 @@
-"""ScanNet200 dataset over ``DATA/<split>/<scene>/`` and ``build_dataset`` from the config.
-
-``data_cfg`` keys read by ``build_dataset`` (a plain dict or an OmegaConf DictConfig):
-
-- ``root`` (required): the preprocessed data folder holding ``train/``, ``val/``, ``test/``.
-- ``voxel_size`` (default 0.02 m): fills ``Voxelize`` entries that do not set ``voxel_size``.
-- ``features`` (default ``["color"]``; any of color / normal / coord): fills ``ToFeature``
-  entries that do not set ``keys``.
-- ``train_transforms`` / ``test_transforms``: lists of ``{name, ...}`` (see
-  ``pointseg.data.transforms.TRANSFORMS``); missing or null → ``default_train_transforms()`` /
-  ``default_test_transforms()``.
-- ``seed`` (default 0): base of the per-sample seeds.
-- ``loop`` (default 1): train mode only, passes over the scene list per epoch.
+"""ScanNet200 dataset over ``DATA/<split>/<scene>/``, its config section, and ``build_dataset``.
 
 Modes: "train" uses ``train_transforms``; "val" uses ``test_transforms`` with train-style
 voxelization (one voxel per row, labels kept, no fragments) and a seed that ignores the epoch,
@@ -21,23 +9,58 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from pointseg.data.scene import load_scene
 from pointseg.data.transforms import (
     Compose,
-    to_container,
     build_transforms,
     default_test_transforms,
     default_train_transforms,
+    to_container,
 )
+from pointseg.utils.schema import REQUIRED, non_negative, param, positive, typed, validate_section
 
 MODES = ("train", "val", "test")
-FEATURES = ("color", "normal", "coord")
+# Per-point input features ToFeature can concatenate, and their channels.
+FEATURES = {"color": 3, "normal": 3, "coord": 3}
+
+
+def _features(v: Any) -> str | None:
+    unknown = [f for f in v if f not in FEATURES]
+    if unknown or not v:
+        return f"must be a non-empty list of {list(FEATURES)}"
+    return None
+
+
+def _transforms(v: Any) -> str | None:
+    from pointseg.data.transforms import check_transforms
+
+    return None if v is None else check_transforms(v)
+
+
+@dataclass
+class DataConfig:
+    """The ``data`` section: where the scenes are and how they become batches."""
+
+    root: str = param(REQUIRED, "the preprocessed folder (tools/preprocess_scannet200.py --out)")
+    seed: Optional[int] = param(None, "[ours] base of the per-sample augmentation seeds; null: the run's seed")
+    voxel_size: float = param(0.02, "[LG] voxel edge in metres (Scannet200Voxelization2cmDataset)", positive)
+    features: list = param(["color"], "[LG] per-point inputs, any of color / normal / coord (3 channels each)", _features)
+    batch_size: int = param(8, "[ours] scenes per step and process; [LG] 16 per process on 2 GPUs", positive)
+    val_batch_size: int = param(1, "[LG] scenes per validation batch", positive)
+    max_points: Optional[int] = param(1_800_000, "[LG] train_limit_numpoints: a scene that would push a batch beyond it is dropped and logged", positive)
+    num_workers: int = param(4, "[LG] data-loading processes (0: load in the training process)", non_negative)
+    drop_last: bool = param(True, "[ours] drop an epoch's last, incomplete batch: every step sees a full batch")
+    loop: int = param(1, "passes over the scene list per training epoch", positive)
+    train_transforms: Optional[list] = param(None, "[LG] list of {name, ...}; null: the baseline's augmentations (transforms.default_train_transforms)", _transforms)
+    test_transforms: Optional[list] = param(None, "list of {name, ...}; null: transforms.default_test_transforms", _transforms)
 
 
 class ScanNet200Dataset(Dataset):
@@ -120,28 +143,31 @@ def _fill_pipeline(items: list[dict], mode: str, voxel_size: float, features: li
     return out
 
 
+def in_channels(features: Sequence[str]) -> int:
+    """Input channels of the network for ``data.features`` (``model.in_channels`` is derived here)."""
+    return sum(FEATURES[f] for f in features)
+
+
 def build_dataset(data_cfg: Mapping[str, Any] | Any, split: str, mode: str) -> ScanNet200Dataset:
-    """Dataset of ``data_cfg.root/<split>`` in ``mode`` (train / val / test); see module doc."""
-    cfg = to_container(data_cfg)
+    """Dataset of ``data_cfg.root/<split>`` in ``mode`` (train / val / test); ``data_cfg`` is a
+    ``data`` section, complete or partial (missing keys take the ``DataConfig`` defaults)."""
     if mode not in MODES:
         raise ValueError(f"build_dataset: mode must be one of {MODES}, got {mode!r}")
-    if not cfg or cfg.get("root") is None:
+    cfg = typed(DataConfig, data_cfg, "data")
+    if OmegaConf.is_missing(cfg, "root") or cfg.root is None:
         raise ValueError("data.root: the preprocessed data folder must be set")
-    voxel_size = float(cfg.get("voxel_size") or 0.02)
-    features = list(cfg.get("features") or ["color"])
-    unknown = [f for f in features if f not in FEATURES]
-    if unknown:
-        raise ValueError(f"data.features: unknown {unknown}; choose from {list(FEATURES)}")
+    validate_section(DataConfig, cfg, "data")
+    voxel_size, features = float(cfg.voxel_size), list(cfg.features)
     if mode == "train":
-        items = cfg.get("train_transforms") or default_train_transforms(voxel_size, features)
+        items = cfg.train_transforms if cfg.train_transforms is not None else default_train_transforms(voxel_size, features)
     else:
-        items = cfg.get("test_transforms") or default_test_transforms(voxel_size, features)
-    items = _fill_pipeline(list(items), mode, voxel_size, features)
+        items = cfg.test_transforms if cfg.test_transforms is not None else default_test_transforms(voxel_size, features)
+    items = _fill_pipeline(list(to_container(items)), mode, voxel_size, features)
     return ScanNet200Dataset(
-        cfg["root"],
+        cfg.root,
         split,
         build_transforms(items),
         mode,
-        seed=int(cfg.get("seed") or 0),
-        loop=int(cfg.get("loop") or 1) if mode == "train" else 1,
+        seed=0 if cfg.seed is None else int(cfg.seed),
+        loop=int(cfg.loop) if mode == "train" else 1,
     )

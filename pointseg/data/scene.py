@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pointseg.meta import IGNORE_INDEX, NUM_CLASSES
-from pointseg.utils.io import load_npy
+from pointseg.utils.io import atomic_path, load_npy
 
 # file name → (sample key, dtype it is converted to, required columns or None for (N,))
 SCENE_FILES = {
@@ -23,6 +23,48 @@ SCENE_FILES = {
     "segment200.npy": ("segment", np.int64, None),
     "instance.npy": ("instance", np.int64, None),
 }
+COORD_FILE = "coord.npy"
+SEGMENT_FILE = "segment200.npy"
+# Files every scene folder holds, and those only labelled (train / val) scenes add.
+INPUT_FILES = ("coord.npy", "color.npy", "normal.npy")
+LABEL_FILES = ("segment200.npy", "instance.npy")
+
+
+def scene_dir(root: str | os.PathLike, split: str, scene: str) -> Path:
+    """``DATA/<split>/<scene>``."""
+    return Path(root) / split / scene
+
+
+def scene_dirs(root: str | os.PathLike, split: str) -> list[Path]:
+    """The scene folders of a split (those with a ``coord.npy``), sorted by name."""
+    return sorted(p.parent for p in (Path(root) / split).glob(f"*/{COORD_FILE}"))
+
+
+def is_finished(folder: str | os.PathLike, labelled: bool) -> bool:
+    """Whether a scene folder holds every file of its split (written by pointseg or Pointcept)."""
+    names = INPUT_FILES + (LABEL_FILES if labelled else ())
+    return all((Path(folder) / n).is_file() for n in names)
+
+
+def num_points(folder: str | os.PathLike) -> int:
+    """N of a scene, from the ``coord.npy`` header (memory-mapped: nothing is read)."""
+    path = Path(folder) / COORD_FILE
+    try:
+        return int(np.load(path, mmap_mode="r", allow_pickle=False).shape[0])
+    except (OSError, ValueError):
+        return int(load_npy(path).shape[0])  # raises naming the file
+
+
+def write_scene_dir(folder: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Write a scene folder atomically (replacing an existing one): ``arrays`` maps file names of
+    ``SCENE_FILES`` to arrays, stored as they are (the loader converts dtypes)."""
+    unknown = sorted(set(arrays) - set(SCENE_FILES))
+    if unknown:
+        raise ValueError(f"write_scene_dir: {unknown} are not scene files ({sorted(SCENE_FILES)})")
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        for name, array in arrays.items():
+            np.save(tmp / name, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def _check_shape(path: Path, array: np.ndarray, n: int, columns: int | None) -> None:

@@ -13,11 +13,14 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pointseg import meta
+from pointseg.data.scene import SEGMENT_FILE, is_finished, num_points, scene_dir
 from pointseg.meta import IGNORE_INDEX, NUM_CLASSES
 from pointseg.utils.io import atomic_write_text, load_npy
 
@@ -27,7 +30,7 @@ STATS_FILE = "stats.json"
 # Per-class arrays of one split in DATA/stats.json.
 POINT_COUNT_KEY = "class_point_counts"
 SCENE_COUNT_KEY = "class_scene_counts"
-LABEL_FILE = "segment200.npy"
+LABEL_FILE = SEGMENT_FILE
 
 
 @dataclass(frozen=True)
@@ -158,3 +161,50 @@ def load_class_counts(
         except OSError as e:  # a read-only home only costs the recount next time
             log.warning("cannot cache class counts in %s (%s)", cache_path, e)
     return counts
+
+
+def compute_stats(root: str | Path, lists: dict[str, Sequence[str]], labelled_splits: Sequence[str]) -> dict:
+    """Per-split class statistics over every finished scene folder of the lists.
+
+    ``class_point_counts[k]`` counts the points of class index k, ``class_scene_counts[k]`` the
+    scenes with at least one; ``imbalance_factor`` is max/min point count over the classes present
+    (null when none is). Unlabelled (test) scenes give only scene and point counts.
+    """
+    table = meta.class_table()
+    stats: dict = {"class_names": list(table.name), "scannet_ids": table.scannet_id.tolist(), "splits": {}}
+    for split, scenes in lists.items():
+        labelled = split in labelled_splits
+        folders = [scene_dir(root, split, s) for s in scenes if is_finished(scene_dir(root, split, s), labelled)]
+        entry: dict = {"num_scenes": len(folders), "num_points": 0}
+        points = np.zeros(NUM_CLASSES, dtype=np.int64)
+        with_class = np.zeros(NUM_CLASSES, dtype=np.int64)
+        ignored = 0
+        for folder in folders:
+            if not labelled:
+                entry["num_points"] += num_points(folder)
+                continue
+            seg = load_npy(folder / SEGMENT_FILE).astype(np.int64)
+            valid = (seg >= 0) & (seg < NUM_CLASSES)
+            counts = np.bincount(seg[valid], minlength=NUM_CLASSES)
+            points += counts
+            with_class += counts > 0
+            ignored += int((~valid).sum())
+            entry["num_points"] += len(seg)
+        if labelled:
+            present = points[points > 0]
+            entry.update(
+                num_ignored_points=ignored,
+                class_point_counts=points.tolist(),
+                class_scene_counts=with_class.tolist(),
+                num_classes_present=int(len(present)),
+                imbalance_factor=float(present.max() / present.min()) if len(present) else None,
+            )
+        stats["splits"][split] = entry
+    return stats
+
+
+def write_stats(root: str | Path, lists: dict[str, Sequence[str]], labelled_splits: Sequence[str]) -> Path:
+    """Write ``DATA/stats.json`` (:func:`compute_stats`) atomically; returns its path."""
+    path = Path(root) / STATS_FILE
+    atomic_write_text(path, json.dumps(compute_stats(root, lists, labelled_splits), indent=1) + "\n")
+    return path

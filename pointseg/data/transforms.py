@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from pointseg.data.voxelize import fragments as voxel_fragments
 from pointseg.data.voxelize import voxelize_points
+from pointseg.utils.schema import check_registry_list
 
 Sample = dict
 
@@ -351,20 +352,24 @@ def to_container(cfg: Any) -> Any:
     return cfg
 
 
+def check_transforms(items: Any) -> str | None:
+    """What is wrong with a ``[{name, **kwargs}, ...]`` pipeline, or None."""
+    return check_registry_list(to_container(items), TRANSFORMS)
+
+
 def build_transforms(cfg: Sequence[Mapping[str, Any]] | Any) -> Compose:
     """``Compose`` from a list of ``{name: ..., **kwargs}`` (plain or OmegaConf)."""
-    items = to_container(cfg)
+    items = to_container(cfg) or []
+    problem = check_transforms(items)
+    if problem:
+        raise ValueError(f"transforms{problem}" if problem.startswith("[") else f"transforms: {problem}")
     transforms = []
-    for i, item in enumerate(items or []):
-        if not isinstance(item, Mapping) or "name" not in item:
-            raise ValueError(f"transforms[{i}]: expected a mapping with a 'name', got {item!r}")
+    for i, item in enumerate(items):
         kwargs = dict(item)
         name = kwargs.pop("name")
-        if name not in TRANSFORMS:
-            raise ValueError(f"transforms[{i}]: unknown transform {name!r}; known: {sorted(TRANSFORMS)}")
         try:
             transforms.append(TRANSFORMS[name](**kwargs))
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ValueError(f"transforms[{i}] ({name}): {e}") from e
     return Compose(transforms)
 

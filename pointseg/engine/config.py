@@ -1,42 +1,66 @@
-"""Experiment configs: OmegaConf YAML with ``_base_`` inheritance and ``key=value`` overrides.
+"""Experiment configs: a typed schema, YAML files with ``_base_`` inheritance, ``key=value`` overrides.
 
-A config file may name the files it extends in ``_base_`` (a path or a list of paths, relative to
-the file); bases are merged in order, then the file itself, then the command-line overrides.
-Overrides must name an existing key (a typo like ``train.iteration=5`` would otherwise be
-silently ignored by the trainer); prefix a key with ``+`` to add a new one.
+The schema (:class:`ExperimentConfig`) is assembled from the sections their modules declare
+(``DataConfig`` in ``pointseg.data.dataset``, ``ModelConfig`` in ``pointseg.models.segmentor``,
+``CecoConfig`` in ``pointseg.losses.ceco``, ``OptimConfig`` / ``SchedConfig`` in
+``pointseg.engine.optim``, ``TrainConfig`` in ``pointseg.engine.trainer``): every key once, with its
+default, a one-line doc and a check. A config file may name the files it extends in ``_base_`` (a
+path or a list of paths, relative to the file); the schema's defaults come first, then the bases
+in order, then the file itself, then the command-line overrides. Each layer is checked when it is
+applied: an unknown key or a value of the wrong type is an error that names the file (or the
+command line), the key and the closest known key; then every value is checked once, and
+``model.in_channels`` is derived from ``data.features``. ``explain_config`` also says which layer
+set each value (``tools/train.py --print-config``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from pointseg.data.dataset import DataConfig
+from pointseg.engine.optim import OptimConfig, SchedConfig
+from pointseg.engine.trainer_config import TrainConfig
+from pointseg.losses import DEFAULT_LOSS, check_losses
+from pointseg.losses.ceco import CecoConfig
+from pointseg.models.segmentor import ModelConfig, resolve_in_channels
 from pointseg.utils.io import atomic_write_text
-
-BASE_KEY = "_base_"
-
-# Keys every config must define (after inheritance and overrides); the trainer, the test tool and
-# the analysis tools read them without defaults.
-REQUIRED_KEYS: tuple[str, ...] = (
-    "seed",
-    "data.root",
-    "data.batch_size",
-    "model.name",
-    "model.backend",
-    "model.in_channels",
-    "model.num_classes",
-    "optim.name",
-    "optim.lr",
-    "sched.name",
-    "train.iterations",
+from pointseg.utils.schema import (
+    flatten,
+    leaves,
+    param,
+    type_error_message,
+    unknown_key_message,
+    unknown_keys,
+    validate_section,
 )
 
-_MISSING = object()
+BASE_KEY = "_base_"
+DEFAULT = "default"
+OVERRIDE = "command line"
 
 
+@dataclass
+class ExperimentConfig:
+    """Everything one training run, evaluation or analysis reads."""
+
+    seed: int = param(0, "[ours] seeds the weights, the data order and the augmentations")
+    data: DataConfig = param(DataConfig(), "")
+    model: ModelConfig = param(ModelConfig(), "")
+    ceco: CecoConfig = param(CecoConfig(), "")
+    loss: list = param(DEFAULT_LOSS, "[LG] point losses [{name, weight, ...}]: cross_entropy, lovasz, dice, focal", check_losses)
+    optim: OptimConfig = param(OptimConfig(), "")
+    sched: SchedConfig = param(SchedConfig(), "")
+    train: TrainConfig = param(TrainConfig(), "")
+
+
+# ------------------------------------------------------------------------------ files
 def _read_yaml(path: Path) -> DictConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
@@ -49,85 +73,178 @@ def _read_yaml(path: Path) -> DictConfig:
     return cfg
 
 
-def _load_with_bases(path: Path, chain: tuple[Path, ...]) -> DictConfig:
-    path = path.resolve()
+def file_layers(path: str | os.PathLike, chain: tuple[Path, ...] = ()) -> list[tuple[str, DictConfig]]:
+    """(source, content) of ``path`` and its ``_base_`` files, in merge order (bases first).
+
+    The source of a base file is ``"<path> (base)"``.
+    """
+    path = Path(path).resolve()
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ValueError(f"{path}: circular {BASE_KEY} inheritance ({cycle})")
     cfg = _read_yaml(path)
     bases = cfg.pop(BASE_KEY, None)
     if bases is None:
-        return cfg
-    if isinstance(bases, str):
+        bases = []
+    elif isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, (list, ListConfig)) or not all(isinstance(b, str) for b in bases):
         raise ValueError(f"{path}: {BASE_KEY} must be a path or a list of paths")
-    merged = OmegaConf.create({})
+    layers = []
     for base in bases:
-        merged = OmegaConf.merge(merged, _load_with_bases(path.parent / base, (*chain, path)))
-    return OmegaConf.merge(merged, cfg)
+        layers += [(s if s.endswith("(base)") else f"{s} (base)", c) for s, c in file_layers(path.parent / base, (*chain, path))]
+    return layers + [(_display(path), cfg)]
 
 
-def apply_overrides(cfg: DictConfig, overrides: Iterable[str], source: str = "command line") -> DictConfig:
-    """Apply ``key=value`` overrides in place (values parsed as YAML: ``1e-3``, ``[1,2]``, ``null``).
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
-    ``key`` may address list items (``loss.0.weight=2``); ``+key=value`` adds a key that the
-    config does not have yet.
-    """
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"{source}: override {item!r} is not of the form key=value")
-        key, text = item.split("=", 1)
-        key = key.strip()
-        add = key.startswith("+")
-        key = key.lstrip("+")
-        if not key:
-            raise ValueError(f"{source}: override {item!r} has an empty key")
-        try:
-            # OmegaConf's YAML reading (1e-3 is a float, unlike plain YAML 1.1).
-            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"] if text.strip() else ""
-        except Exception as e:  # yaml and OmegaConf grammar errors
-            raise ValueError(f"{source}: override {item!r}: cannot parse value ({e})") from e
-        if not add and OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
-            raise KeyError(
-                f"{source}: override {item!r}: the config has no key {key!r} "
-                f"(write +{key}=... to add a new key)"
-            )
-        OmegaConf.update(cfg, key, value, merge=False, force_add=add)
+
+# ------------------------------------------------------------------------------ composing
+def _apply_layer(cfg: DictConfig, source: str, layer: Any, sources: dict[str, str]) -> DictConfig:
+    plain = OmegaConf.to_container(layer, resolve=False) if OmegaConf.is_config(layer) else layer
+    for key, known in unknown_keys(ExperimentConfig, plain):
+        raise ValueError(unknown_key_message(source, key, known))
+    try:
+        cfg = OmegaConf.merge(cfg, layer)
+    except OmegaConfBaseException as e:
+        raise ValueError(f"{source}: {type_error_message(e)}") from None
+    for key in flatten(plain):
+        sources[key] = source
     return cfg
 
 
-def validate_config(cfg: DictConfig, source: str = "config") -> None:
-    """Raise ``ValueError`` naming ``source`` and the key when a required key is absent or bad."""
-    for key in REQUIRED_KEYS:
-        value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
-        if value is _MISSING or value is None or OmegaConf.is_missing(cfg, key):
-            raise ValueError(f"{source}: missing required key {key!r}")
-    iterations = cfg.train.iterations
-    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations <= 0:
-        raise ValueError(f"{source}: train.iterations must be a positive integer, got {iterations!r}")
-    batch = cfg.data.batch_size
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0:
-        raise ValueError(f"{source}: data.batch_size must be a positive integer, got {batch!r}")
-    if "loss" in cfg and cfg.loss is not None and not isinstance(cfg.loss, ListConfig):
-        raise ValueError(f"{source}: loss must be a list of {{name, weight, ...}} entries")
+def apply_override(cfg: DictConfig, item: str, sources: dict[str, str] | None = None) -> None:
+    """Apply one ``key=value`` (the value read as YAML: ``1e-3``, ``[1,2]``, ``null``) in place.
+
+    ``key`` must exist in the schema (``loss.0.weight`` addresses a list item).
+    """
+    if "=" not in item:
+        raise ValueError(f"{OVERRIDE}: override {item!r} is not of the form key=value")
+    key, text = (part.strip() for part in item.split("=", 1))
+    if not key:
+        raise ValueError(f"{OVERRIDE}: override {item!r} has an empty key")
+    if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+        near = _closest_full(key)
+        hint = f"; did you mean {near!r}?" if near else ""
+        raise ValueError(f"{OVERRIDE}: override {item!r}: no key {key!r} in the config{hint}")
+    try:
+        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"] if text else ""
+        OmegaConf.update(cfg, key, value, merge=False)
+    except OmegaConfBaseException as e:
+        raise ValueError(f"{OVERRIDE}: override {item!r}: {type_error_message(e)}") from None
+    except Exception as e:  # YAML grammar errors
+        raise ValueError(f"{OVERRIDE}: override {item!r}: cannot parse the value ({e})") from None
+    if sources is not None:
+        for k in list(sources):
+            if k == key or k.startswith(f"{key}."):
+                del sources[k]
+        sources[key] = OVERRIDE
+
+
+def _closest_full(key: str) -> str | None:
+    import difflib
+
+    full = [k for k, _ in leaves(ExperimentConfig)]
+    match = difflib.get_close_matches(key, full, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+_ABSENT = object()
+
+
+def compose(layers: Iterable[tuple[str, Any]], overrides: Iterable[str] = ()) -> tuple[DictConfig, dict[str, str]]:
+    """The checked config of the schema's defaults, the ``(source, content)`` layers and the
+    overrides, and the source of every value (``default`` for the schema's)."""
+    cfg = OmegaConf.structured(ExperimentConfig)
+    sources: dict[str, str] = {}
+    for source, layer in layers:
+        cfg = _apply_layer(cfg, source, layer, sources)
+    for item in overrides:
+        apply_override(cfg, item, sources)
+
+    def source_of(key: str) -> str:
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):  # a list item's source is its list's
+            if ".".join(parts[:n]) in sources:
+                return sources[".".join(parts[:n])]
+        return DEFAULT
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"{source_of(missing[0])}: missing required key {missing[0]!r}")
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise ValueError(f"config: {type_error_message(e)}") from None
+    validate_section(ExperimentConfig, cfg, "config", source=source_of)
+    derived = resolve_in_channels(cfg.model.in_channels, list(cfg.data.features), source_of("model.in_channels"))
+    if cfg.model.in_channels is None:
+        cfg.model.in_channels = derived
+        sources["model.in_channels"] = "derived from data.features"
+    return cfg, {k: source_of(k) for k, _ in leaves(ExperimentConfig)}
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> DictConfig:
-    """Load ``path`` with its ``_base_`` chain, apply ``overrides`` and check the required keys."""
-    path = Path(path)
-    cfg = _load_with_bases(path, ())
-    apply_overrides(cfg, overrides)
-    validate_config(cfg, str(path))
-    return cfg
+    """Load ``path`` with its ``_base_`` chain and ``overrides``, typed and checked."""
+    return compose(file_layers(path), overrides)[0]
+
+
+def explain_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> tuple[DictConfig, dict[str, str]]:
+    """:func:`load_config` and where each value came from (default, a base file, the file, the command line)."""
+    return compose(file_layers(path), overrides)
 
 
 def config_from_dict(data: dict[str, Any], overrides: Iterable[str] = (), source: str = "checkpoint") -> DictConfig:
     """Rebuild a config stored as a plain dict (e.g. in a checkpoint) and apply overrides."""
-    cfg = OmegaConf.create(data)
-    apply_overrides(cfg, overrides, source)
-    validate_config(cfg, source)
-    return cfg
+    return compose([(source, data)], overrides)[0]
+
+
+def complete_config(cfg: Any, source: str = "config") -> DictConfig:
+    """A typed, checked config from a complete or partial one (a DictConfig or a plain dict)."""
+    plain = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else dict(cfg)
+    return compose([(source, plain)])[0]
+
+
+def format_explained(cfg: DictConfig, sources: dict[str, str]) -> str:
+    """One line per value, ``key: value  # source``, sections in schema order."""
+    rows = []
+    for key, _ in leaves(ExperimentConfig):
+        value = OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        rows.append((key, repr(value) if isinstance(value, str) else _compact(value), sources.get(key, DEFAULT)))
+    width = max(len(f"{k}: {v}") for k, v, _ in rows)
+    return "\n".join(f"{f'{k}: {v}':<{width}}  # {s}" for k, v, s in rows)
+
+
+def _compact(value: Any, width: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def schema_markdown() -> str:
+    """The reference table of every key: default and doc (``docs/config.md``)."""
+    lines = [
+        "| key | default | what, and where the default comes from |",
+        "| --- | --- | --- |",
+    ]
+    base = OmegaConf.structured(ExperimentConfig)
+    for key, f in leaves(ExperimentConfig):
+        section, _, leaf = key.rpartition(".")
+        if OmegaConf.is_missing(OmegaConf.select(base, section) if section else base, leaf):
+            shown = "required"
+        else:
+            value = OmegaConf.select(base, key)
+            if OmegaConf.is_config(value):
+                value = OmegaConf.to_container(value)
+            shown = f"`{_compact(value)}`"
+        doc = f.metadata.get("doc", "").replace("|", "\\|")
+        lines.append(f"| `{key}` | {shown} | {doc} |")
+    return "\n".join(lines) + "\n"
 
 
 def to_plain_dict(cfg: Any) -> dict[str, Any]:

@@ -16,7 +16,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from pointseg.utils.comm import all_reduce_, barrier, get_rank, get_world_size, is_main_process  # noqa: F401
+from pointseg.utils.comm import (  # noqa: F401
+    all_reduce_,
+    barrier,
+    get_rank,
+    get_world_size,
+    is_main_process,
+)
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,7 @@ from pointseg.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from pointseg.engine.config import save_config, to_plain_dict
-from pointseg.engine.legacy import CHECKPOINT_FORMAT
+from pointseg.engine.config import complete_config, save_config, to_plain_dict
 from pointseg.engine.distributed import (
     all_reduce_,
     barrier,
@@ -41,30 +40,14 @@ from pointseg.engine.distributed import (
     seed_everything,
     worker_init_fn,
 )
+from pointseg.engine.legacy import CHECKPOINT_FORMAT
 from pointseg.engine.logger import RunLogger, memory_mb
 from pointseg.engine.optim import build_optimizer, build_scheduler, current_lr
+from pointseg.engine.trainer_config import TrainConfig
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pth"
 BEST = "best.pth"
-
-# ``train`` section keys the trainer reads, with their defaults.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "iterations": None,  # required
-    "accumulate": 1,  # micro-batches per optimizer step
-    "grad_clip": None,  # max gradient L2 norm, None = off
-    "amp": False,  # mixed precision (CUDA only)
-    "sync_bn": "auto",  # BatchNorm → SyncBatchNorm under DDP on CUDA: true, false, or auto (when > 1 GPU)
-    "find_unused_parameters": False,
-    "log_every": 10,
-    "console_every": 50,
-    "val_every": 0,  # 0 = validate only at the end when a val split is configured
-    "validate": True,
-    "save_every": 500,
-    "snapshot_every": 0,  # also keep checkpoints/iter_<it>.pth every N iterations (0 = off)
-    "progress_bar": True,
-}
-
 
 def snapshot_name(iteration: int) -> str:
     """File name of the kept checkpoint of one iteration (sorts by iteration)."""
@@ -105,20 +88,16 @@ class Trainer:
         from pointseg.data import build_dataset
         from pointseg.models.segmentor import build_segmentor
 
+        cfg = complete_config(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
         self.dist = init_distributed(device)
         self.device = self.dist.device
         self.is_main = self.dist.is_main
-        unknown = sorted(set(cfg.train) - set(TRAIN_DEFAULTS))
-        if unknown:
-            raise ValueError(f"train: unknown keys {unknown}; known: {sorted(TRAIN_DEFAULTS)}")
-        self.opts = {**TRAIN_DEFAULTS, **dict(cfg.train)}
-        self.total = int(self.opts["iterations"])
-        self.accumulate = int(self.opts["accumulate"])
-        if self.accumulate < 1:
-            raise ValueError(f"train.accumulate must be >= 1, got {self.accumulate}")
+        self.opts: TrainConfig = cfg.train
+        self.total = int(self.opts.iterations)
+        self.accumulate = int(self.opts.accumulate)
         self.seed = int(cfg.seed)
 
         last = self.ckpt_dir / LAST
@@ -131,9 +110,7 @@ class Trainer:
         # Same seed on every process: identical initial weights (DDP also broadcasts them).
         seed_everything(self.seed)
         model = build_segmentor(cfg, train=True)
-        sync_bn = self.opts["sync_bn"]
-        if sync_bn not in (True, False, "auto"):
-            raise ValueError(f"train.sync_bn must be true, false or auto, got {sync_bn!r}")
+        sync_bn = self.opts.sync_bn
         if sync_bn and self.dist.world_size > 1:
             if self.device.type == "cuda":
                 model = convert_sync_batchnorm(model)
@@ -145,19 +122,19 @@ class Trainer:
             self.net = DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=bool(self.opts["find_unused_parameters"]),
+                find_unused_parameters=bool(self.opts.find_unused_parameters),
             )
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.sched, self.total)
-        self.amp = bool(self.opts["amp"]) and self.device.type == "cuda"
+        self.amp = bool(self.opts.amp) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
         self.batch_size = int(cfg.data.batch_size)
         # Augmentations follow the run's seed unless the config sets data.seed itself.
-        data_cfg = {**to_plain_dict(cfg.data), "seed": int(cfg.data.get("seed", self.seed))}
+        data_cfg = {**to_plain_dict(cfg.data), "seed": self.seed if cfg.data.seed is None else int(cfg.data.seed)}
         self.train_set = build_dataset(data_cfg, "train", "train")
         self.val_set = None
-        if self.opts["validate"] and self._has_split("val"):
+        if self.opts.validate and self._has_split("val"):
             self.val_set = build_dataset(data_cfg, "val", "val")
 
         self.iteration = 0
@@ -175,8 +152,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def _has_split(self, split: str) -> bool:
-        root = self.cfg.data.get("root")
-        return root is not None and (Path(root) / split).is_dir()
+        return (Path(self.cfg.data.root) / split).is_dir()
 
     def _epoch_loader(self, epoch: int, start_batch: int) -> DataLoader:
         from pointseg.data.collate import collate
@@ -187,14 +163,14 @@ class Trainer:
         )
         sampler.set_epoch(epoch)
         indices = list(sampler)
-        drop_last = bool(self.cfg.data.get("drop_last", True)) and len(indices) >= self.batch_size
+        drop_last = self.cfg.data.drop_last and len(indices) >= self.batch_size
         indices = indices[start_batch * self.batch_size :]
-        workers = int(self.cfg.data.get("num_workers", 0))
+        workers = int(self.cfg.data.num_workers)
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
             sampler=indices,
-            collate_fn=functools.partial(collate, max_points=self.cfg.data.get("max_points")),
+            collate_fn=functools.partial(collate, max_points=self.cfg.data.max_points),
             num_workers=workers,
             worker_init_fn=worker_init_fn,
             generator=torch.Generator().manual_seed(_seed_for(self.seed, epoch, self.dist.rank)),
@@ -204,7 +180,7 @@ class Trainer:
 
     def batches_per_epoch(self) -> int:
         per_rank = math.ceil(len(self.train_set) / self.dist.world_size)
-        if bool(self.cfg.data.get("drop_last", True)) and per_rank >= self.batch_size:
+        if self.cfg.data.drop_last and per_rank >= self.batch_size:
             return per_rank // self.batch_size
         return math.ceil(per_rank / self.batch_size)
 
@@ -313,9 +289,9 @@ class Trainer:
             for k, v in losses.items():
                 v = v.detach().float()
                 sums[k] = sums[k] + v if k in sums else v
-        if self.opts["grad_clip"]:
+        if self.opts.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), float(self.opts["grad_clip"]))
+            nn.utils.clip_grad_norm_(self.model.parameters(), float(self.opts.grad_clip))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -343,10 +319,10 @@ class Trainer:
         indices = list(range(self.dist.rank, len(self.val_set), self.dist.world_size))
         loader = DataLoader(
             self.val_set,
-            batch_size=int(self.cfg.data.get("val_batch_size", 1)),
+            batch_size=int(self.cfg.data.val_batch_size),
             sampler=indices,
             collate_fn=collate,
-            num_workers=int(self.cfg.data.get("num_workers", 0)),
+            num_workers=int(self.cfg.data.num_workers),
             worker_init_fn=worker_init_fn,
             generator=torch.Generator().manual_seed(_seed_for(self.seed, 2**31 - 1, self.dist.rank)),
         )
@@ -370,11 +346,11 @@ class Trainer:
             self.total,
             self.iteration,
             enabled=self.is_main,
-            console_every=int(o["console_every"]),
-            progress_bar=bool(o["progress_bar"]),
+            console_every=int(o.console_every),
+            progress_bar=bool(o.progress_bar),
         )
-        log_every, save_every = max(1, int(o["log_every"])), int(o["save_every"])
-        val_every, snapshot_every = int(o["val_every"]), int(o["snapshot_every"])
+        log_every, save_every = int(o.log_every), int(o.save_every)
+        val_every, snapshot_every = int(o.val_every), int(o.snapshot_every)
         last_losses: dict[str, float] = {}
         try:
             while self.iteration < self.total:

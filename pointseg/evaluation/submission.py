@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from pointseg import meta
+from pointseg.preprocessing.raw import mesh_file, raw_scene_dir, raw_scene_list
 from pointseg.utils.io import atomic_path, atomic_write_text
 
-MESH_SUFFIX = "_vh_clean_2.ply"
-RAW_SCAN_FOLDER = {"train": "scans", "val": "scans", "test": "scans_test"}
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DIGITS_AND_SIGNS = re.compile(r"[0-9+-]*")
 MAX_PROBLEMS_SHOWN = 5  # bad lines quoted per scene; the count is always given
@@ -125,22 +124,12 @@ def ply_vertex_count(path: str | os.PathLike) -> int:
     raise ValueError(f"{path}: PLY header has no 'element vertex' line")
 
 
-def scene_list(raw: str | os.PathLike | None, split: str) -> tuple[str, ...]:
-    """Scenes of a split: ``RAW/scannetv2_<split>.txt`` when present, else the official list."""
-    if raw is not None:
-        f = Path(raw) / f"scannetv2_{split}.txt"
-        if f.is_file():
-            return tuple(s.strip() for s in f.read_text(encoding="utf-8").splitlines() if s.strip())
-    return meta.official_scene_list(split)
-
-
 def raw_vertex_counts(raw: str | os.PathLike, split: str = "test") -> tuple[dict[str, int], list[str]]:
     """``{scene: mesh vertex count}`` from the PLY headers of a raw release, and the problems met."""
-    folder = Path(raw) / RAW_SCAN_FOLDER[split]
     counts: dict[str, int] = {}
     problems: list[str] = []
-    for scene in scene_list(raw, split):
-        mesh = folder / scene / f"{scene}{MESH_SUFFIX}"
+    for scene in raw_scene_list(raw, split):
+        mesh = raw_scene_dir(raw, split, scene) / mesh_file(scene)
         try:
             counts[scene] = ply_vertex_count(mesh)
         except FileNotFoundError:

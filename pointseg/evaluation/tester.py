@@ -14,23 +14,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from pointseg.data.scene import load_scene
+from pointseg.data.scene import SEGMENT_FILE, load_scene, num_points
 from pointseg.evaluation.inference import Model, TTAView, predict_scene, set_fragments
 from pointseg.evaluation.metrics import SemSegMetric
-from pointseg.evaluation.report import format_table, plot_per_class_iou, save_confusion, write_metrics_json
+from pointseg.evaluation.report import (
+    format_table,
+    plot_per_class_iou,
+    save_confusion,
+    write_metrics_json,
+)
 from pointseg.evaluation.submission import (
     raw_vertex_counts,
-    scene_list,
     validate_submission,
     write_prediction_txt,
     write_submission_from_txt,
 )
+from pointseg.preprocessing.raw import raw_scene_list
 from pointseg.utils.comm import all_gather_object, barrier
-from pointseg.utils.io import load_npy
 
 PREDICTIONS_DIR = "predictions"
 STAGING_DIR = ".predictions_staging"  # test-split txt files kept only for the zip
@@ -53,14 +56,8 @@ class SplitResult:
 
 
 def preprocessed_vertex_counts(scene_dirs: Sequence[Path]) -> dict[str, int]:
-    """``{scene: N}`` from each ``coord.npy`` header (memory-mapped, nothing read)."""
-    out = {}
-    for d in scene_dirs:
-        try:
-            out[d.name] = int(np.load(d / "coord.npy", mmap_mode="r", allow_pickle=False).shape[0])
-        except (OSError, ValueError):
-            out[d.name] = int(load_npy(d / "coord.npy").shape[0])  # raises naming the file
-    return out
+    """``{scene: N}`` from each scene folder's ``coord.npy`` header."""
+    return {d.name: num_points(d) for d in scene_dirs}
 
 
 def evaluate_split(
@@ -125,7 +122,7 @@ def evaluate_split(
     if not is_test:
         if result.unlabelled:
             for s in result.unlabelled:
-                result.failed.setdefault(s, "no segment200.npy: a labelled split needs ground truth")
+                result.failed.setdefault(s, f"no {SEGMENT_FILE}: a labelled split needs ground truth")
         metrics = metric.evaluate()
         metrics["split"] = split
         metrics["scenes"] = len(result.scenes) - len(result.failed)
@@ -144,7 +141,7 @@ def evaluate_split(
             expected, problems = raw_vertex_counts(raw, split)
         else:
             expected, problems = preprocessed_vertex_counts(dataset.scenes), []
-            missing = sorted(set(scene_list(None, split)) - set(expected))
+            missing = sorted(set(raw_scene_list(None, split)) - set(expected))
             if missing:
                 print(
                     f"note: {len(missing)} official {split} scenes are not in {Path(dataset.root) / split} "

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pointseg.utils.schema import check_registry_list
+
 from .ceco import CenterCollapseLoss, center_pool, simplex_etf
 from .cross_entropy import CrossEntropyLoss
 from .dice import DiceLoss
@@ -27,6 +29,13 @@ LOSSES: dict[str, type[nn.Module]] = {
     "dice": DiceLoss,
     "focal": FocalLoss,
 }
+# [LG] the baseline trains with cross-entropy alone.
+DEFAULT_LOSS = [{"name": "cross_entropy", "weight": 1.0}]
+
+
+def check_losses(items: Any) -> str | None:
+    """What is wrong with a ``loss`` list ``[{name, weight, **kwargs}, ...]``, or None."""
+    return check_registry_list(_plain(items), LOSSES, reserved=("weight",))
 
 
 class Criteria(nn.Module):
@@ -63,27 +72,26 @@ def _plain(cfg: Any) -> Any:
 def build_criteria(loss_cfg: Sequence[Mapping[str, Any]]) -> Criteria:
     """Build the point losses of a ``loss`` config list ``[{name, weight=1, **kwargs}, ...]``."""
     loss_cfg = _plain(loss_cfg)
-    if isinstance(loss_cfg, Mapping) or not isinstance(loss_cfg, Sequence):
-        raise ValueError(f"loss: expected a list of {{name, weight, ...}}, got {type(loss_cfg).__name__}")
+    problem = check_losses(loss_cfg)
+    if problem:
+        raise ValueError(f"loss{problem}" if problem.startswith("[") else f"loss: {problem}")
     terms = []
     for i, entry in enumerate(loss_cfg):
-        if not isinstance(entry, Mapping) or "name" not in entry:
-            raise ValueError(f"loss[{i}]: expected a mapping with a 'name', got {entry!r}")
         kwargs = dict(entry)
         name = kwargs.pop("name")
         weight = kwargs.pop("weight", 1.0)
-        if name not in LOSSES:
-            raise ValueError(f"loss[{i}]: unknown loss {name!r}; known: {sorted(LOSSES)}")
         try:
             module = LOSSES[name](**kwargs)
-        except TypeError as e:
-            raise ValueError(f"loss[{i}] ({name}): bad arguments {sorted(kwargs)}: {e}") from e
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"loss[{i}] ({name}): {e}") from e
         terms.append((name, module, float(weight)))
     return Criteria(terms)
 
 
 __all__ = [
+    "DEFAULT_LOSS",
     "LOSSES",
+    "check_losses",
     "Criteria",
     "build_criteria",
     "CrossEntropyLoss",

@@ -35,7 +35,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -44,6 +44,15 @@ from torch import nn
 
 from pointseg.meta import IGNORE_INDEX
 from pointseg.utils.comm import is_distributed
+from pointseg.utils.schema import (
+    in_range,
+    non_negative,
+    one_of,
+    param,
+    positive,
+    typed,
+    validate_section,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +90,31 @@ CENTER_HEADS: dict[str, CenterHead] = {
 }
 DEFAULT_HEAD = "released"
 HEAD_KEYS = tuple(f.name for f in dataclasses.fields(CenterHead))
-# Keys of the ``ceco`` config section besides the head's (``enabled`` belongs to the caller).
-BRANCH_KEYS = ("head", "weight", "etf_seed", "global_centers")
+
+
+def _prior(v: Any) -> str | None:
+    if v is None or v in PRIORS or (isinstance(v, (list, tuple)) and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in v)):
+        return None
+    return f"must be one of {list(PRIORS)} or a list of class counts"
+
+
+@dataclass
+class CecoConfig:
+    """The ``ceco`` section. The head keys are null by default: the head named by ``head`` says."""
+
+    enabled: bool = param(False, "add λ·L_CR of the center branch to the point loss (training only)")
+    head: str = param(DEFAULT_HEAD, "[released] released | paper_eq4 (Eq. 3-4 as printed); docs/ceco.md", one_of(*CENTER_HEADS))
+    weight: float = param(0.4, "[paper] λ: 0.4 on ScanNet200 (the ADE20K release uses 0.8)", non_negative)
+    reduce_dim: Optional[int] = param(None, "[released] 128: frozen 1x1 reduce + BatchNorm (batch statistics) before pooling; 0: pool the features as they are", non_negative)
+    projection: Optional[str] = param(None, "[released] frozen Linear+ReLU to proj_dim | learned | none (needs the pooled dim >= K-1)", one_of(*PROJECTIONS))
+    proj_dim: Optional[int] = param(None, "[released] 512", positive)
+    normalize: Optional[bool] = param(None, "[released] true: L2-normalize the center embedding")
+    dropout: Optional[float] = param(None, "[released] 0.1 on the normalized embedding, training only; paper_eq4: 0", in_range(0.0, 1.0))
+    alpha: Optional[float] = param(None, "[released] 5.0 (its `scale`): the norm of every ETF column", positive)
+    classifier: Optional[str] = param(None, "[paper] etf (fixed) | learned (Table 1 control)", one_of(*CENTER_CLASSIFIERS))
+    prior: Optional[Any] = param(None, "[released] scenes: + log of the fraction of training scenes with the class | points | none | [K counts]", _prior)
+    etf_seed: int = param(0, "[ours] seeds U of W* and the frozen maps: the same on every process and resume")
+    global_centers: bool = param(False, "[released] false: per-process centers; true: all-reduce the class sums")
 
 
 def random_orthonormal(dim: int, num: int, seed: int = 0) -> torch.Tensor:
@@ -349,41 +381,37 @@ class CenterCollapseLoss(nn.Module):
     @classmethod
     def from_config(
         cls,
-        ceco_cfg: Mapping[str, Any],
+        ceco_cfg: Mapping[str, Any] | Any,
         feature_dim: int,
         num_classes: int,
         data_root: str | Path | None = None,
     ) -> "CenterCollapseLoss":
-        """Build from a plain ``ceco`` config dict (``enabled`` is the caller's business)."""
-        head = resolve_head(ceco_cfg)
+        """Build from a ``ceco`` section, complete or partial (``enabled`` is the caller's business)."""
+        cfg = ceco_section(ceco_cfg)
+        head = resolve_head(cfg)
         prior = class_prior(head.prior, num_classes, data_root)
         fields = dataclasses.asdict(head)
         fields.pop("prior")
         return cls(
-            feature_dim, num_classes, class_prior=prior,
-            weight=float(ceco_cfg.get("weight", 0.4)),
-            etf_seed=int(ceco_cfg.get("etf_seed", 0)),
-            global_centers=bool(ceco_cfg.get("global_centers", False)),
-            **fields,
+            feature_dim, num_classes, class_prior=prior, weight=float(cfg.weight), etf_seed=int(cfg.etf_seed),
+            global_centers=bool(cfg.global_centers), **fields,
         )
 
 
-def resolve_head(ceco_cfg: Mapping[str, Any]) -> CenterHead:
-    """The head ``ceco.head`` names, with every key the section sets (not ``None``) replacing its value."""
-    cfg = dict(ceco_cfg)
-    cfg.pop("enabled", None)
-    unknown = sorted(set(cfg) - set(HEAD_KEYS) - set(BRANCH_KEYS))
-    if unknown:
-        raise ValueError(f"ceco: unknown keys {unknown}; known: {sorted({'enabled', *HEAD_KEYS, *BRANCH_KEYS})}")
-    name = cfg.get("head") or DEFAULT_HEAD
-    if name not in CENTER_HEADS:
-        raise ValueError(f"ceco.head: unknown {name!r}; expected one of {sorted(CENTER_HEADS)}")
-    changes = {k: cfg[k] for k in HEAD_KEYS if cfg.get(k) is not None}
-    if isinstance(changes.get("prior"), (list, tuple)):
+def ceco_section(ceco_cfg: Mapping[str, Any] | Any) -> Any:
+    """A typed, checked ``ceco`` section from a complete or partial one."""
+    cfg = typed(CecoConfig, ceco_cfg, "ceco")
+    validate_section(CecoConfig, cfg, "ceco")
+    return cfg
+
+
+def resolve_head(ceco_cfg: Mapping[str, Any] | Any) -> CenterHead:
+    """The head ``ceco.head`` names, with every key the section sets (not null) replacing its value."""
+    cfg = ceco_section(ceco_cfg)
+    changes = {k: cfg[k] for k in HEAD_KEYS if cfg[k] is not None}
+    if "prior" in changes and not isinstance(changes["prior"], str):
         changes["prior"] = tuple(float(v) for v in changes["prior"])
-    elif "prior" in changes and changes["prior"] not in PRIORS:
-        raise ValueError(f"ceco.prior: unknown {changes['prior']!r}; expected one of {PRIORS} or a list of K counts")
-    return dataclasses.replace(CENTER_HEADS[name], **changes)
+    return dataclasses.replace(CENTER_HEADS[cfg.head], **changes)
 
 
 def class_prior(
@@ -413,6 +441,7 @@ def class_prior(
 __all__ = [
     "CENTER_CLASSIFIERS",
     "CENTER_HEADS",
+    "CecoConfig",
     "PRIORS",
     "PROJECTIONS",
     "CenterCollapseLoss",

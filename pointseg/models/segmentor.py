@@ -12,18 +12,29 @@ from a training checkpoint's state dict.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
-from pointseg.losses import Criteria, build_criteria
-from pointseg.losses.ceco import CenterCollapseLoss, resolve_head
-from pointseg.models import build_backbone
-from pointseg.models.heads import build_point_classifier
-from pointseg.sparse import SparseTensor
+from pointseg.data.dataset import in_channels as dataset_in_channels
+from pointseg.losses import DEFAULT_LOSS, Criteria, build_criteria
+from pointseg.losses.ceco import CenterCollapseLoss, ceco_section, resolve_head
+from pointseg.models import BACKBONES, build_backbone
+from pointseg.models.heads import POINT_CLASSIFIERS, build_point_classifier
+from pointseg.sparse import BACKENDS, SparseTensor
+from pointseg.utils.schema import (
+    at_least,
+    in_range,
+    one_of,
+    param,
+    positive,
+    typed,
+    validate_section,
+)
 
 # State-dict prefix of the training-only center branch (the ``center_loss`` attribute).
 CENTER_BRANCH_PREFIX = "center_loss."
@@ -83,61 +94,74 @@ def strip_center_branch(state_dict: Mapping[str, Any]) -> "OrderedDict[str, Any]
     )
 
 
-def _plain(cfg: Any) -> Any:
-    if hasattr(cfg, "_metadata"):  # OmegaConf container
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
+def _backbone_name(v: Any) -> str | None:
+    return None if v in BACKBONES else f"must be one of {sorted(BACKBONES)}"
 
 
-def _section(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = cfg.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValueError(f"config section {name!r} must be a mapping, got {type(value).__name__}")
-    return dict(value)
+def _backend_name(v: Any) -> str | None:
+    return None if v == "auto" or v in BACKENDS else f"must be auto or one of {sorted(BACKENDS)}"
 
 
-def build_segmentor(cfg: Mapping[str, Any], train: bool = True) -> Segmentor:
-    """Segmentor from the ``model``, ``ceco``, ``loss`` (and ``data.root``) config sections.
+@dataclass
+class ModelConfig:
+    """The ``model`` section: the backbone and the point classifier."""
+
+    name: str = param("MinkUNet34C", "[paper] MinkUNet34C = [LG] Res16UNet34C; any of models.BACKBONES", _backbone_name)
+    backend: str = param("auto", "[ours] auto | spconv | minkowski | torch: the same weights run on each", _backend_name)
+    in_channels: Optional[int] = param(None, "input channels; null: derived from data.features (3 each), which it must match", positive)
+    num_classes: int = param(200, "ScanNet200's classes", at_least(2))
+    bn_momentum: float = param(0.02, "[LG] --bn_momentum 0.02 (PyTorch's meaning; its own default is 0.1)", in_range(0.0, 1.0))
+    stem_kernel: int = param(3, "[LG] conv1_kernel_size of Res16UNet34C", positive)
+    point_classifier: str = param("learned", "[paper] learned | etf (Table 1's fixed point classifier)", one_of(*POINT_CLASSIFIERS))
+
+
+def resolve_in_channels(model_in_channels: int | None, features: Sequence[str], where: str = "config") -> int:
+    """``model.in_channels``: derived from ``data.features``; a value set by hand must agree."""
+    derived = dataset_in_channels(features)
+    if model_in_channels is not None and int(model_in_channels) != derived:
+        raise ValueError(
+            f"{where}: model.in_channels is {model_in_channels} but data.features {list(features)} give "
+            f"{derived} channels; leave model.in_channels unset (null) to derive it"
+        )
+    return derived
+
+
+def build_segmentor(cfg: Mapping[str, Any] | Any, train: bool = True) -> Segmentor:
+    """Segmentor from the ``model``, ``ceco``, ``loss`` (and ``data``) sections of a config,
+    complete or partial (missing keys take the schema's defaults).
 
     ``train=False`` builds the evaluation model: no center branch is constructed, so it has no
     center-branch parameters or buffers (load a training state dict through
     ``strip_center_branch``).
     """
-    cfg = _plain(cfg)
-    model = _section(cfg, "model")
-    for key in ("name", "in_channels", "num_classes"):
-        if key not in model:
-            raise ValueError(f"config: model.{key} is missing")
-    name = model.pop("name")
-    in_channels = int(model.pop("in_channels"))
-    num_classes = int(model.pop("num_classes"))
-    backend = model.pop("backend", "auto")
-    point_classifier = model.pop("point_classifier", "learned")
-    ceco = _section(cfg, "ceco")
+    model = typed(ModelConfig, cfg.get("model"), "model")
+    validate_section(ModelConfig, model, "model")
+    data = cfg.get("data") or {}
+    features = data.get("features") or ["color"]
+    in_channels = resolve_in_channels(model.in_channels, list(features))
+    ceco = ceco_section(cfg.get("ceco"))
     head = resolve_head(ceco)
 
-    backbone = build_backbone(name, in_channels, backend, **model)
+    backbone = build_backbone(
+        model.name, in_channels, model.backend, stem_kernel=model.stem_kernel, bn_momentum=model.bn_momentum
+    )
     feature_dim = int(backbone.feature_dim)
     # The fixed-ETF point classifier shares the center branch's W* (same dim, α and seed).
     classifier = build_point_classifier(
-        point_classifier, feature_dim, num_classes, head.proj_dim, head.alpha, int(ceco.get("etf_seed", 0))
+        model.point_classifier, feature_dim, model.num_classes, head.proj_dim, head.alpha, ceco.etf_seed
     )
-    criteria = build_criteria(cfg.get("loss") or [{"name": "cross_entropy", "weight": 1.0}])
+    criteria = build_criteria(cfg.get("loss") or DEFAULT_LOSS)
     center_loss = None
-    if train and ceco.get("enabled", False):
-        data_root = _section(cfg, "data").get("root")
-        center_loss = CenterCollapseLoss.from_config(
-            ceco, feature_dim, num_classes, data_root=Path(data_root) if data_root else None
-        )
+    if train and ceco.enabled:
+        root = data.get("root")
+        center_loss = CenterCollapseLoss.from_config(ceco, feature_dim, model.num_classes, Path(root) if root else None)
     return Segmentor(backbone, classifier, criteria, center_loss)
 
 
 __all__ = [
     "CENTER_BRANCH_PREFIX",
+    "ModelConfig",
+    "resolve_in_channels",
     "Segmentor",
     "build_segmentor",
     "strip_center_branch",

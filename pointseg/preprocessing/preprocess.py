@@ -15,7 +15,6 @@ float32 (N,3) unit, and for train/val ``segment200.npy`` int16 (N,) class index 
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +23,20 @@ import numpy as np
 from tqdm import tqdm
 
 from pointseg import meta
+from pointseg.data.scene import is_finished, scene_dir, write_scene_dir
+from pointseg.data.stats import write_stats
 from pointseg.preprocessing.labels import scannet200_labels, unknown_categories
 from pointseg.preprocessing.normals import normalize, vertex_normals
-from pointseg.preprocessing.raw import RawScene, RawSceneError, read_raw_scene
-from pointseg.utils.io import atomic_path, atomic_write_text
+from pointseg.preprocessing.raw import (
+    RAW_SCAN_FOLDER,
+    RawScene,
+    RawSceneError,
+    raw_scene_dir,
+    raw_scene_list,
+    read_raw_scene,
+)
 
-RAW_ROOT = {"train": "scans", "val": "scans", "test": "scans_test"}
 LABELLED_SPLITS = ("train", "val")
-SCENE_FILES = ("coord", "color", "normal")
-LABEL_FILES = ("segment200", "instance")
-STATS_FILE = "stats.json"
 
 
 @dataclass
@@ -63,7 +66,7 @@ class PreprocessSummary:
         if self.unknown_categories:
             lines.append("unknown raw categories: " + ", ".join(repr(c) for c in self.unknown_categories))
         for split in self.missing_splits:
-            lines.append(f"split {split!r} skipped: raw folder {RAW_ROOT[split]}/ is absent")
+            lines.append(f"split {split!r} skipped: raw folder {RAW_SCAN_FOLDER[split]}/ is absent")
         if self.stats_path is not None:
             lines.append(f"statistics: {self.stats_path}")
         lines.extend(f"FAILED {err}" for err in self.failed.values())
@@ -88,30 +91,16 @@ def convert_scene(raw: RawScene, align: bool = False) -> tuple[dict[str, np.ndar
         coord = coord @ m[:3, :3].T + m[:3, 3]
         normal = normalize(normal.astype(np.float64) @ np.linalg.inv(m[:3, :3]))
     out = {
-        "coord": coord.astype(np.float32),
-        "color": raw.colors.astype(np.uint8),
-        "normal": normal.astype(np.float32),
+        "coord.npy": coord.astype(np.float32),
+        "color.npy": raw.colors.astype(np.uint8),
+        "normal.npy": normal.astype(np.float32),
     }
     unknown = 0
     if raw.seg_indices is not None:
         segment, instance, unknown = scannet200_labels(raw.seg_indices, raw.seg_groups)
-        out["segment200"] = segment.astype(np.int16)
-        out["instance"] = instance.astype(np.int32)
+        out["segment200.npy"] = segment.astype(np.int16)
+        out["instance.npy"] = instance.astype(np.int32)
     return out, unknown
-
-
-def write_scene_folder(folder: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``<name>.npy`` files into ``folder`` atomically (replacing an existing folder)."""
-    with atomic_path(folder) as tmp:
-        tmp.mkdir()
-        for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-
-
-def is_finished(folder: Path, labelled: bool) -> bool:
-    """A scene folder holding every file of its split (ours or Pointcept's)."""
-    names = SCENE_FILES + (LABEL_FILES if labelled else ())
-    return all((folder / f"{n}.npy").is_file() for n in names)
 
 
 @dataclass(frozen=True)
@@ -137,7 +126,7 @@ def process_scene(task: SceneTask) -> SceneResult:
         raw = read_raw_scene(task.src, task.scene, labelled=task.labelled)
         arrays, unknown = convert_scene(raw, align=task.align)
         names = tuple(unknown_categories(raw.seg_groups)) if task.labelled else ()
-        write_scene_folder(task.dst, arrays)
+        write_scene_dir(task.dst, arrays)
         return SceneResult(task.scene, None, unknown, names)
     except RawSceneError as e:
         return SceneResult(task.scene, str(e))
@@ -148,18 +137,6 @@ def process_scene(task: SceneTask) -> SceneResult:
 
 # ---------------------------------------------------------------------------------------------
 # the release
-
-
-def scene_lists(raw: Path) -> dict[str, tuple[str, ...]]:
-    """Scene ids per split: ``RAW/scannetv2_<split>.txt`` when present, else the official list."""
-    lists = {}
-    for split in meta.SCENE_SPLITS:
-        path = Path(raw) / f"scannetv2_{split}.txt"
-        if path.is_file():
-            lists[split] = tuple(s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip())
-        else:
-            lists[split] = meta.official_scene_list(split)
-    return lists
 
 
 def preprocess_scannet200(
@@ -179,23 +156,22 @@ def preprocess_scannet200(
     ``summary.failed``.
     """
     raw, out = Path(raw), Path(out)
-    if not any((raw / d).is_dir() for d in set(RAW_ROOT.values())):
+    if not any((raw / d).is_dir() for d in set(RAW_SCAN_FOLDER.values())):
         raise FileNotFoundError(f"{raw}: no scans/ or scans_test/ folder: not a ScanNet v2 release")
-    lists = scene_lists(raw)
+    lists = {split: raw_scene_list(raw, split) for split in meta.SCENE_SPLITS}
     summary = PreprocessSummary()
     tasks: list[SceneTask] = []
     for split in meta.SCENE_SPLITS:
-        root = raw / RAW_ROOT[split]
-        if not root.is_dir():
+        if not (raw / RAW_SCAN_FOLDER[split]).is_dir():
             summary.missing_splits.append(split)
             continue
         labelled = split in LABELLED_SPLITS
         for scene in lists[split]:
-            src, dst = root / scene, out / split / scene
+            src, dst = raw_scene_dir(raw, split, scene), scene_dir(out, split, scene)
             if not overwrite and is_finished(dst, labelled):  # needs no raw files any more
                 summary.skipped.append(scene)
             elif not src.is_dir():
-                summary.failed[scene] = str(RawSceneError(scene, f"{RAW_ROOT[split]}/{scene}", "missing folder"))
+                summary.failed[scene] = str(RawSceneError(scene, f"{RAW_SCAN_FOLDER[split]}/{scene}", "missing folder"))
             else:
                 tasks.append(SceneTask(scene, src, dst, labelled, align))
 
@@ -211,8 +187,7 @@ def preprocess_scannet200(
             summary.failed[task.scene] = res.error
     summary.unknown_categories = sorted(unknown_names)
 
-    summary.stats_path = out / STATS_FILE
-    atomic_write_text(summary.stats_path, json.dumps(compute_stats(out, lists), indent=1) + "\n")
+    summary.stats_path = write_stats(out, lists, LABELLED_SPLITS)
     return summary
 
 
@@ -239,47 +214,3 @@ def _run(tasks: list[SceneTask], workers: int, progress: bool) -> dict[str, Scen
                     results[task.scene] = SceneResult(task.scene, error)
                 bar.update()
     return results
-
-
-# ---------------------------------------------------------------------------------------------
-# statistics
-
-
-def compute_stats(out: Path, lists: dict[str, tuple[str, ...]]) -> dict:
-    """Per-split class statistics over every finished scene folder of the lists.
-
-    ``class_point_counts[k]`` counts the points of class index k, ``class_scene_counts[k]`` the
-    scenes with at least one; ``imbalance_factor`` is max/min point count over the classes present
-    (null when none is). Test scenes have no labels: only scene and point counts.
-    """
-    table = meta.class_table()
-    stats: dict = {"class_names": list(table.name), "scannet_ids": table.scannet_id.tolist(), "splits": {}}
-    for split in meta.SCENE_SPLITS:
-        labelled = split in LABELLED_SPLITS
-        folders = [out / split / s for s in lists[split] if is_finished(out / split / s, labelled)]
-        entry: dict = {"num_scenes": len(folders), "num_points": 0}
-        points = np.zeros(meta.NUM_CLASSES, dtype=np.int64)
-        scenes = np.zeros(meta.NUM_CLASSES, dtype=np.int64)
-        ignored = 0
-        for folder in folders:
-            if not labelled:
-                entry["num_points"] += int(np.load(folder / "coord.npy", mmap_mode="r", allow_pickle=False).shape[0])
-                continue
-            seg = np.load(folder / "segment200.npy", allow_pickle=False).astype(np.int64)
-            valid = (seg >= 0) & (seg < meta.NUM_CLASSES)
-            counts = np.bincount(seg[valid], minlength=meta.NUM_CLASSES)
-            points += counts
-            scenes += counts > 0
-            ignored += int((~valid).sum())
-            entry["num_points"] += len(seg)
-        if labelled:
-            present = points[points > 0]
-            entry.update(
-                num_ignored_points=ignored,
-                class_point_counts=points.tolist(),
-                class_scene_counts=scenes.tolist(),
-                num_classes_present=int(len(present)),
-                imbalance_factor=float(present.max() / present.min()) if len(present) else None,
-            )
-        stats["splits"][split] = entry
-    return stats

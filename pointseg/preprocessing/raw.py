@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 from plyfile import PlyData, PlyElement, PlyParseError
 
+from pointseg import meta
 from pointseg.utils.io import atomic_path, atomic_write_text
 
 # Over-segmentation parameters of the ScanNet release, written into segs.json for fidelity only.
@@ -36,6 +37,24 @@ SEGS_PARAMS = {
 }
 APP_ID = "Annotator.v1.0.3"
 FACE_DTYPE = np.dtype([("n", "u1"), ("v", "<i4", (3,))])  # PLY "property list uchar int"
+
+
+# Folder of each split's scans in the release.
+RAW_SCAN_FOLDER = {"train": "scans", "val": "scans", "test": "scans_test"}
+
+
+def raw_scene_dir(raw: str | os.PathLike, split: str, scene_id: str) -> Path:
+    """``RAW/scans/<scene>`` (train, val) or ``RAW/scans_test/<scene>``."""
+    return Path(raw) / RAW_SCAN_FOLDER[split] / scene_id
+
+
+def raw_scene_list(raw: str | os.PathLike | None, split: str) -> tuple[str, ...]:
+    """Scenes of a split: ``RAW/scannetv2_<split>.txt`` when present, else the official list."""
+    if raw is not None:
+        f = Path(raw) / f"scannetv2_{split}.txt"
+        if f.is_file():
+            return tuple(s.strip() for s in f.read_text(encoding="utf-8").splitlines() if s.strip())
+    return meta.official_scene_list(split)
 
 
 def mesh_file(scene_id: str) -> str:

@@ -1,0 +1,98 @@
+"""Tiny runs for the engine tests: a few-channel MinkUNet, scenes of five coloured boxes, a config.
+
+Plain helpers, importable from spawned processes too; the fixtures using them are in conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pointseg.engine.config import config_from_dict
+from pointseg.models import BACKBONES
+from pointseg.models.minkunet import MinkUNet14
+
+
+class MinkUNetTiny(MinkUNet14):
+    """The real MinkUNet code at a few channels, so a training step takes milliseconds."""
+
+    INIT_DIM = 8
+    PLANES = (8, 16, 16, 16, 16, 16, 16, 16)
+
+
+TINY = "MinkUNetTiny"
+
+
+def register_tiny_backbone() -> None:
+    """Make ``model.name: MinkUNetTiny`` buildable (in this process; call it in spawned ones too)."""
+    BACKBONES.setdefault(TINY, MinkUNetTiny)
+
+
+CLASSES = (0, 3, 7, 42, 150)  # a few of the 200 class indices
+
+
+def write_scene(folder: Path, seed: int, points: int = 1200) -> None:
+    """A 1 m room-ish scene: one box per class, each class with its own colour (learnable)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    per = points // len(CLASSES)
+    coord, color, segment = [], [], []
+    for j, cls in enumerate(CLASSES):
+        low = np.array([0.2 * j, 0.0, 0.0]) + rng.uniform(0, 0.02, 3)
+        coord.append(low + rng.uniform(0, [0.18, 0.6, 0.5], (per, 3)))
+        base = np.array([(50 * j) % 255, (90 * j + 30) % 255, (170 * j + 60) % 255])
+        color.append(np.clip(base + rng.normal(0, 8, (per, 3)), 0, 255))
+        segment.append(np.full(per, cls))
+    segment = np.concatenate(segment)
+    segment[rng.random(segment.size) < 0.05] = -1  # some unlabelled points
+    normal = rng.normal(size=(segment.size, 3))
+    np.save(folder / "coord.npy", np.concatenate(coord).astype(np.float32))
+    np.save(folder / "color.npy", np.concatenate(color).astype(np.uint8))
+    np.save(folder / "normal.npy", (normal / np.linalg.norm(normal, axis=1, keepdims=True)).astype(np.float32))
+    np.save(folder / "segment200.npy", segment.astype(np.int64))
+    np.save(folder / "instance.npy", np.arange(segment.size, dtype=np.int64) // per)
+
+
+def make_data(root: Path, train: int = 2, val: int = 1) -> Path:
+    for i in range(train):
+        write_scene(root / "train" / f"scene{i:04d}_00", seed=i)
+    for i in range(val):
+        write_scene(root / "val" / f"scene{100 + i:04d}_00", seed=100 + i)
+    return root
+
+
+def tiny_config(root: Path, **train: object):
+    """MinkUNetTiny on the torch backend, CE + CeCo, light augmentation, 5 cm voxels."""
+    cfg = {
+        "seed": 3,
+        "data": {
+            "root": str(root),
+            "seed": 3,
+            "voxel_size": 0.05,
+            "features": ["color"],
+            "batch_size": 1,
+            "num_workers": 0,
+            "train_transforms": [
+                {"name": "RandomRotate", "z": [-0.3, 0.3]},
+                {"name": "ChromaticJitter", "p": 0.5, "std": 0.01},
+                {"name": "NormalizeColor"},
+                {"name": "ToFeature"},
+                {"name": "Voxelize"},
+            ],
+            "test_transforms": [{"name": "NormalizeColor"}, {"name": "ToFeature"}, {"name": "Voxelize"}],
+        },
+        "model": {"name": TINY, "backend": "torch", "in_channels": 3, "num_classes": 200},
+        "ceco": {"enabled": True, "weight": 0.4},
+        "loss": [{"name": "cross_entropy", "weight": 1.0}],
+        "optim": {"name": "SGD", "lr": 0.05},
+        "sched": {"name": "poly", "warmup_iters": 2},
+        "train": {"iterations": 6, "log_every": 1, "val_every": 0, "save_every": 3, "progress_bar": False},
+    }
+    cfg["train"].update(train)
+    return config_from_dict(cfg, source="test config")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
