@@ -15,6 +15,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -138,10 +139,12 @@ def build_scene(plan: ScenePlan, vertices: int, seed: int) -> SyntheticScene:
     if rng.random() < 0.5:  # an object nobody annotated
         rooms.add_outside_object(room, "unannotated")
         room.objects[-1].label = None
-    return _assemble(plan, room, rng)
+    return assemble(plan, room, rng)
 
 
-def _assemble(plan: ScenePlan, room: rooms.Room, rng: np.random.Generator) -> SyntheticScene:
+def assemble(plan: ScenePlan, room: rooms.Room, rng: np.random.Generator) -> SyntheticScene:
+    """The room's objects as one scanned, annotated mesh: vertex and colour noise, over-segment
+    patches, segGroups, true labels and the scanner frame."""
     objs = room.objects
     counts = np.array([len(o.mesh) for o in objs])
     verts = np.concatenate([o.mesh.verts for o in objs])
@@ -198,9 +201,12 @@ def scene_stats(scene: SyntheticScene) -> dict:
     }
 
 
-def _job(args: tuple[str | None, ScenePlan, int, int]) -> dict:
-    raw, plan, vertices, seed = args
-    scene = build_scene(plan, vertices, seed)
+SceneBuilder = Callable[[ScenePlan, int, int], SyntheticScene]  # (plan, vertices, seed) -> scene
+
+
+def _job(args: tuple[str | None, ScenePlan, int, int, SceneBuilder]) -> dict:
+    raw, plan, vertices, seed, build = args
+    scene = build(plan, vertices, seed)
     if raw is not None:
         write_scene(Path(raw), scene)
     return scene_stats(scene)
@@ -223,9 +229,13 @@ def imbalance_summary(stats: list[dict]) -> dict:
     }
 
 
-def run_scenes(plans: list[ScenePlan], vertices: int, seed: int, raw: Path | None, workers: int, progress: bool) -> list[dict]:
-    """Build (and, with ``raw``, write) every planned scene; returns their stats in plan order."""
-    jobs = [(None if raw is None else str(raw), p, vertices, seed) for p in plans]
+def run_scenes(
+    plans: list[ScenePlan], vertices: int, seed: int, raw: Path | None, workers: int, progress: bool,
+    build: SceneBuilder = build_scene,
+) -> list[dict]:
+    """Build (and, with ``raw``, write) every planned scene; returns their stats in plan order.
+    ``build`` must pickle (a module-level function or a partial of one): workers receive it."""
+    jobs = [(None if raw is None else str(raw), p, vertices, seed, build) for p in plans]
     bar = tqdm(total=len(jobs), desc="synthetic scenes", unit="scene", disable=not progress)
     out: list[dict] = []
     if workers <= 1:
@@ -239,6 +249,13 @@ def run_scenes(plans: list[ScenePlan], vertices: int, seed: int, raw: Path | Non
                 bar.update()
     bar.close()
     return out
+
+
+def write_split_lists(raw: Path, plans: list[ScenePlan]) -> None:
+    """``scannetv2_{train,val,test}.txt``: the release's own scene lists (preprocessing reads them)."""
+    for split in meta.SCENE_SPLITS:
+        ids = [p.scene_id for p in plans if p.split == split]
+        atomic_write_text(raw / f"scannetv2_{split}.txt", "".join(f"{s}\n" for s in ids))
 
 
 def generate_synthetic_scannet(
@@ -259,9 +276,7 @@ def generate_synthetic_scannet(
     plans = plan_dataset(train, val, test, seed)
     workers = max(1, min(workers or os.cpu_count() or 1, len(plans) or 1))
     stats = run_scenes(plans, vertices, seed, raw, workers, progress)
-    for split in meta.SCENE_SPLITS:
-        ids = [p.scene_id for p in plans if p.split == split]
-        atomic_write_text(raw / f"scannetv2_{split}.txt", "".join(f"{s}\n" for s in ids))
+    write_split_lists(raw, plans)
     summary = {
         "seed": seed,
         "vertices_requested": vertices,

@@ -72,6 +72,10 @@ class Room:
     placed: list[_Placed] = field(default_factory=list)
     rects: list[tuple[float, float, float, float]] = field(default_factory=list)
     n_vertices: int = 0
+    # vertex spacing of objects and of walls / floors / ceilings (benchmarks with smaller scenes
+    # sample coarser)
+    object_spacing: float = OBJECT_SPACING
+    structure_spacing: float = STRUCTURE_SPACING
 
     # -- geometry of walls ------------------------------------------------------------------
     def wall_frame(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -155,9 +159,11 @@ def make_room(rng: np.random.Generator, room_type: str, vertices: int) -> Room:
     return Room(length=aspect * x, width=x, height=scanned, ceiling=ceiling, walls=walls, room_type=room_type, rng=rng)
 
 
-def build_structure(room: Room) -> None:
-    by = cat.class_by_name()
-    L, W, H, sp = room.length, room.width, room.height, STRUCTURE_SPACING
+def build_structure(room: Room, specs: dict[str, cat.ClassSpec] | None = None) -> None:
+    """Floor, the room's walls and its ceiling (if any), drawn as ``specs`` (name -> spec; default
+    the full catalogue's) says."""
+    by = cat.class_by_name() if specs is None else specs
+    L, W, H, sp = room.length, room.width, room.height, room.structure_spacing
     floor = shapes.quad((0, 0, 0), (L, 0, 0), (0, W, 0), sp)
     room.add(by["floor"], floor, (0, 0), 0.0, 0.0, (L, W, 0))
     for k in room.walls:
@@ -173,8 +179,9 @@ def build_structure(room: Room) -> None:
 # placement by kind
 
 
-def place(room: Room, spec: cat.ClassSpec, force: bool = False, depth: int = 0) -> _Placed | None:
-    """Place one instance of ``spec`` where its kind says; ``force`` places it even if crowded."""
+def place(room: Room, spec: cat.ClassSpec, force: bool = False, depth: int = 0, context: bool = True) -> _Placed | None:
+    """Place one instance of ``spec`` where its kind says; ``force`` places it even if crowded,
+    ``context`` lets it spawn what goes with it (off for benchmarks with a closed class set)."""
     rng = room.rng
     size = sample_size(spec, rng)
     kind = spec.place
@@ -192,13 +199,13 @@ def place(room: Room, spec: cat.ClassSpec, force: bool = False, depth: int = 0) 
         p = _ceiling(room, spec, size)
     else:
         return None
-    if p is not None and depth < 2:
+    if p is not None and context and depth < 2:
         spawn_context(room, p, depth)
     return p
 
 
-def _mesh(spec: cat.ClassSpec, size, rng) -> Mesh:
-    return shapes.build_shape(spec.family, size, rng, OBJECT_SPACING)
+def _mesh(room: Room, spec: cat.ClassSpec, size) -> Mesh:
+    return shapes.build_shape(spec.family, size, room.rng, room.object_spacing)
 
 
 def _against_wall(room: Room, spec, size, force: bool, tries: int = 12):
@@ -213,7 +220,7 @@ def _against_wall(room: Room, spec, size, force: bool, tries: int = 12):
         rect = room.footprint(center, yaw, size)
         if room.fits(rect) or attempt == tries:
             room.rects.append(rect)
-            return room.add(spec, _mesh(spec, size, rng), center, yaw, 0.0, size, wall=k)
+            return room.add(spec, _mesh(room, spec, size), center, yaw, 0.0, size, wall=k)
     return None
 
 
@@ -226,7 +233,7 @@ def _free(room: Room, spec, size, force: bool, tries: int = 12):
         rect = room.footprint(center, yaw, size)
         if room.fits(rect) or attempt == tries:
             room.rects.append(rect)
-            return room.add(spec, _mesh(spec, size, rng), center, yaw, 0.0, size)
+            return room.add(spec, _mesh(room, spec, size), center, yaw, 0.0, size)
     return None
 
 
@@ -241,14 +248,14 @@ def _on_wall(room: Room, spec, size, z, force: bool, wall: int | None = None, t:
     z0 = float(rng.uniform(*sorted(z)))
     z0 = max(0.0, min(z0, room.height - size[2] - 0.02)) if spec.place != "door" else 0.0
     center = start + along * t + normal * (size[1] / 2 + 0.01)
-    return room.add(spec, _mesh(spec, size, rng), center, room.yaw_facing(normal), z0, size, wall=k)
+    return room.add(spec, _mesh(room, spec, size), center, room.yaw_facing(normal), z0, size, wall=k)
 
 
 def _ceiling(room: Room, spec, size):
     rng = room.rng
     center = np.array([rng.uniform(0.3, room.length - 0.3), rng.uniform(0.3, room.width - 0.3)])
     z0 = room.height - size[2] - (0.0 if spec.family != "rod" else 0.1)
-    return room.add(spec, _mesh(spec, size, rng), center, float(rng.integers(2)) * math.pi / 2, z0, size)
+    return room.add(spec, _mesh(room, spec, size), center, float(rng.integers(2)) * math.pi / 2, z0, size)
 
 
 def _top_levels(p: _Placed) -> list[float]:
@@ -275,7 +282,7 @@ def _on_support(room: Room, spec, size, parent: _Placed | None, force: bool):
     center = parent.center + np.array([c * u - s * v, s * u + c * v])
     levels = _top_levels(parent)
     z0 = levels[int(rng.integers(len(levels)))]
-    return room.add(spec, _mesh(spec, size, rng), center, parent.yaw, z0, size)
+    return room.add(spec, _mesh(room, spec, size), center, parent.yaw, z0, size)
 
 
 def _relative(room: Room, spec, parent: _Placed, relation: str):
@@ -297,13 +304,13 @@ def _relative(room: Room, spec, parent: _Placed, relation: str):
             if not room.fits(rect):
                 return None
         room.rects.append(rect)
-        return room.add(spec, _mesh(spec, size, rng), center, parent.yaw, 0.0, size)
+        return room.add(spec, _mesh(room, spec, size), center, parent.yaw, 0.0, size)
     if relation == "front":
         along = rng.uniform(-0.3, 0.3) * parent.size[0]
         center = parent.center - ey * ((parent.size[1] + size[1]) / 2 + 0.1) + ex * along
         center = np.clip(center, 0.2, [room.length - 0.2, room.width - 0.2])
         room.rects.append(room.footprint(center, parent.yaw, size))
-        return room.add(spec, _mesh(spec, size, rng), center, parent.yaw + math.pi, 0.0, size)
+        return room.add(spec, _mesh(room, spec, size), center, parent.yaw + math.pi, 0.0, size)
     if relation == "above":
         if parent.wall is None:
             return _on_wall(room, spec, size, spec.z, True)
@@ -326,7 +333,7 @@ def _relative(room: Room, spec, parent: _Placed, relation: str):
             size = np.array([w + extra, size[1], h + (0.3 if spec.name == "curtain" else 0.0)])
             z0 = max(0.0, parent.z0 - (0.15 if spec.name == "curtain" else 0.0))
             center = parent.center - ey * (parent.size[1] / 2 + size[1] / 2 + 0.03)
-        return room.add(spec, _mesh(spec, size, rng), center, parent.yaw, z0, size)
+        return room.add(spec, _mesh(room, spec, size), center, parent.yaw, z0, size)
     raise ValueError(f"unknown context relation {relation!r}")
 
 
@@ -367,13 +374,13 @@ def add_outside_object(room: Room, label: str) -> None:
     rng = room.rng
     family = ("box", "cylinder", "soft", "disk")[int(rng.integers(4))]
     size = rng.uniform([0.1, 0.1, 0.05], [0.6, 0.5, 0.5])
-    mesh = shapes.build_shape(family, size, rng, OBJECT_SPACING)
+    mesh = shapes.build_shape(family, size, rng, room.object_spacing)
     palette = cat.palette_of(label, ())
     supports = [p for p in room.placed if p.spec is not None and p.spec.support]
     if supports and rng.random() < 0.6:
         parent = supports[int(rng.integers(len(supports)))]
         size[:2] = np.minimum(size[:2], parent.size[:2] * 0.9)
-        mesh = shapes.build_shape(family, size, rng, OBJECT_SPACING)
+        mesh = shapes.build_shape(family, size, rng, room.object_spacing)
         room.add(None, mesh, parent.center, parent.yaw, parent.z0 + float(parent.size[2]), size, label=label, palette=palette, sid=0)
     else:
         center = np.array([rng.uniform(0.3, max(0.3, room.length - 0.3)), rng.uniform(0.3, max(0.3, room.width - 0.3))])
