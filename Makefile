@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 
-.PHONY: install install-dev test bench demo study clean
+.PHONY: install install-dev test bench demo study study-scannet200-synthetic clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ demo: install
 
 study: install
 	$(PY) tools/study.py --out outputs/study --doc docs/study.md
+
+# The same arms on the full 200-class synthetic ScanNet, sized for a GPU.
+study-scannet200-synthetic: install
+	$(PY) tools/study.py --benchmark scannet200-synthetic --iterations 20000 --snapshot-every 5000 --jobs 1 \
+		--out outputs/study_scannet200_synthetic --doc outputs/study_scannet200_synthetic/study.md
 
 clean:
 	rm -rf outputs build *.egg-info

@@ -314,3 +314,17 @@ def test_collapse_tool_on_checkpoints(tmp_path):
     # A baseline run is measured in the default CeCo head's space too, over the same classes.
     center = records[1]["center_metrics"]
     assert center["classes"] == present and center["overall"]["equiangular_classifier"] == pytest.approx(0, abs=1e-6)
+
+
+def test_classifier_cosines_raw_and_centered():
+    """Rows of an ETF plus a common vector: the raw cosines hide the frame, the centered ones are
+    exactly −1/(K−1) (a shared component changes no softmax prediction)."""
+    k, d = 6, 9
+    etf = etf_vertices(k, d)
+    rows = 2.0 * etf + np.linspace(1, 2, d)  # a common component in every row
+    acc = CollapseAccumulator(k, d)
+    acc.process(*points_at(etf, [5] * k))
+    res = acc.evaluate(classifier_weight=rows, groups={"tail": np.arange(k) >= 3})["classifier_cosine"]
+    assert res["raw"]["overall"] > 0.3
+    assert res["centered"]["overall"] == pytest.approx(-1 / (k - 1))
+    assert res["centered"]["tail"] == pytest.approx(-1 / (k - 1))

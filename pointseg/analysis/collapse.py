@@ -201,11 +201,19 @@ class CollapseAccumulator:
             "classes": present.tolist(),
             "overall": group_metrics(np.arange(k_total)),
         }
+        selections = {"overall": np.arange(k_total)}
         for name, mask in (groups or {}).items():
             mask = np.asarray(mask, dtype=bool)
             if mask.shape != (self.num_classes,):
                 raise ValueError(f"group {name!r}: mask must have shape ({self.num_classes},)")
-            result[name] = group_metrics(np.flatnonzero(mask[present]))
+            selections[name] = np.flatnonzero(mask[present])
+            result[name] = group_metrics(selections[name])
+        if w_hat is not None:
+            rows = _as_numpy(classifier_weight).astype(np.float64)[present]
+            result["classifier_cosine"] = {
+                "raw": {g: mean_pairwise_cosine(rows, sel) for g, sel in selections.items()},
+                "centered": {g: mean_pairwise_cosine(rows - rows.mean(axis=0), sel) for g, sel in selections.items()},
+            }
         return result
 
 
@@ -217,6 +225,21 @@ def _check_weighting(weighting: str) -> None:
 def _normalize_rows(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norm, np.finfo(np.float64).tiny)
+
+
+def mean_pairwise_cosine(rows: np.ndarray, sel: np.ndarray) -> float | None:
+    """Mean cosine over the pairs of ``rows[sel]`` (None with fewer than two rows).
+
+    For classifier rows, minority collapse shows as tail rows closer to each other than a simplex
+    ETF's −1/(K−1). Rows learned under a softmax share a common component (adding a vector to
+    every row changes no prediction), which hides it; ``evaluate`` therefore also reports the rows
+    centered on their mean over the measured classes.
+    """
+    if len(sel) < 2:
+        return None
+    r = _normalize_rows(rows[sel])
+    cos = r @ r.T
+    return float(cos[~np.eye(len(sel), dtype=bool)].mean())
 
 
 def _angle_metrics(cos: np.ndarray, k_total: int) -> tuple[float, float]:

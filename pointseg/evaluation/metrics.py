@@ -112,8 +112,10 @@ def summarize(confusion: np.ndarray) -> dict[str, Any]:
     """Summary of a (K+1)×(K+1) confusion matrix by ScanNet's semantic-label rule.
 
     ``miou`` and the split means are means over classes that have an IoU (absent from the ground
-    truth and never predicted → NaN, left out). ``miou_absent_as_zero`` counts those as 0 over all
-    K classes (Pointcept's convention). Split means and class names need K = 200.
+    truth and never predicted → NaN, left out); ``<split>_classes`` name the classes each split
+    mean is over (a benchmark that uses some of the 200 classes is scored on those it holds, plus
+    any other class it predicts). ``miou_absent_as_zero`` counts absent classes as 0 over all K
+    classes (Pointcept's convention). Split means and class names need K = 200.
     """
     confusion = np.asarray(confusion)
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1] or confusion.shape[0] < 2:
@@ -134,6 +136,7 @@ def summarize(confusion: np.ndarray) -> dict[str, Any]:
         table = meta.class_table()
         for split, mask in table.split_masks.items():
             out[f"{split}_miou"] = _nanmean(iou[mask])
+            out[f"{split}_classes"] = [table.name[i] for i in np.flatnonzero(mask & ~np.isnan(iou))]
         names, splits, ids = table.name, table.split, table.scannet_id.tolist()
     else:
         names, splits, ids = tuple(f"class_{i}" for i in range(k)), ("",) * k, [None] * k

@@ -62,6 +62,10 @@ def format_table(metrics: dict[str, Any]) -> str:
             lines.append(f"{label:<48} {_fmt(metrics[key])}")
     if "num_classes_evaluated" in metrics:
         lines.append(f"{'classes with an IoU':<48} {metrics['num_classes_evaluated']:>5}")
+    for split in ("head", "common", "tail"):
+        if f"{split}_classes" in metrics:
+            names = metrics[f"{split}_classes"]
+            lines.append(f"{split} mean over {len(names)} classes: " + (", ".join(names) if len(names) <= 12 else f"{', '.join(names[:12])}, ..."))
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..tensor import SparseTensor, pack_coords, offset_key
+from ..tensor import SparseTensor, offset_key, pack_coords
 
 NAME = "torch"
 
