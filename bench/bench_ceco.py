@@ -31,6 +31,7 @@ from common import write_results  # noqa: E402
 
 from pointseg.losses.ceco import CenterCollapseLoss  # noqa: E402
 from pointseg.models.segmentor import build_segmentor  # noqa: E402
+
 NUM_CLASSES = 200
 FEATURE_DIM = 96
 THREADS = 2

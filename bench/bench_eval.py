@@ -80,7 +80,6 @@ def bench_scene(forward_repeats: int = 2, overhead_repeats: int = 3, full: bool 
         fragment_batch,
         predict_scene,
         sample_fragments,
-        set_fragments,
         tta_views,
     )
     from pointseg.models import build_backbone
@@ -97,10 +96,13 @@ def bench_scene(forward_repeats: int = 2, overhead_repeats: int = 3, full: bool 
     data = _synthetic_scene(NUM_VERTICES)
     pipelines = {}
     for mode, frag in (("fragments", True), ("inverse_map", False)):
-        pipelines[mode] = build_transforms(default_test_transforms(0.02, ["color"]))
-        set_fragments(pipelines[mode], frag)
+        items = default_test_transforms(0.02, ["color"])
+        for item in items:
+            if item["name"] == "Voxelize":
+                item.update(mode="test", fragments=frag)
+        pipelines[mode] = build_transforms(items)
     sample = pipelines["fragments"](apply_view(data, TTAView()), None)
-    first = sample_fragments(sample, True)[0]
+    first = sample_fragments(sample)[0]
     batch = fragment_batch(first)
     out: dict = {
         "vertices": NUM_VERTICES,
@@ -113,17 +115,16 @@ def bench_scene(forward_repeats: int = 2, overhead_repeats: int = 3, full: bool 
     for mode in ("fragments", "inverse_map"):
         for tta in (1, 4):
             views = tta_views(tta)
-            frags = sum(len(sample_fragments(pipelines[mode](apply_view(data, v), None), mode == "fragments"))
-                        for v in views)
+            frags = sum(len(sample_fragments(pipelines[mode](apply_view(data, v), None))) for v in views)
             overhead = median_seconds(
-                lambda: predict_scene([_FreeModel()], data, pipelines[mode], views, 200, mode == "fragments"),
+                lambda: predict_scene([_FreeModel()], data, pipelines[mode], views, 200),
                 overhead_repeats,
             )
             row = {"forward_passes": frags, "overhead_seconds": overhead,
                    "seconds": frags * out["forward_seconds"] + overhead, "measured": "composed"}
             if full:
                 row["seconds"] = median_seconds(
-                    lambda: predict_scene([model], data, pipelines[mode], views, 200, mode == "fragments"), 1
+                    lambda: predict_scene([model], data, pipelines[mode], views, 200), 1
                 )
                 row["measured"] = "end to end"
             out[f"{mode}_tta{tta}"] = row

@@ -293,12 +293,9 @@ def make_tiny_run(root: Path, n_points: int = 400) -> tuple[Path, list[Path], np
 
 @pytest.mark.slow
 def test_collapse_tool_on_checkpoints(tmp_path):
-    import importlib.util
+    from pointseg.cli import collapse as tool
 
     _, ckpts, seg = make_tiny_run(tmp_path)
-    spec = importlib.util.spec_from_file_location("tool_collapse", REPO / "tools" / "collapse.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     out = str(tmp_path / "out")
     assert tool.main(["--split", "val", "--out", out, "--checkpoint", *map(str, ckpts), "model.backend=torch"]) == 0
     records = json.loads((tmp_path / "out" / "collapse.json").read_text())["checkpoints"]

@@ -42,10 +42,8 @@ def make_data(root: Path, dtype=np.int16) -> Path:
 
 
 def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The command behind ``tools/<name>.py``."""
+    return importlib.import_module(f"pointseg.cli.{name}")
 
 
 def test_counts_and_factors_by_hand(tmp_path):

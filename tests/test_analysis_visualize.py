@@ -28,10 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The command behind ``tools/<name>.py``."""
+    return importlib.import_module(f"pointseg.cli.{name}")
 
 
 def small_room(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

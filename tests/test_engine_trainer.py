@@ -167,13 +167,9 @@ def test_gradient_accumulation_equals_the_mean_of_micro_batch_gradients(data_roo
 
 
 def _train_tool():
-    import importlib.util
+    from pointseg.cli import train
 
-    path = Path(__file__).resolve().parents[1] / "tools" / "train.py"
-    spec = importlib.util.spec_from_file_location("train_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return train
 
 
 def test_train_tool_runs_resumes_with_more_iterations_and_exports(data_root, tmp_path):

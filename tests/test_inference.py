@@ -14,7 +14,6 @@ from pointseg.evaluation.inference import (
     apply_view,
     predict_scene,
     sample_fragments,
-    set_fragments,
     tta_views,
     vote,
 )
@@ -36,14 +35,15 @@ def _colour_feat(data: dict) -> np.ndarray:
 
 
 def _pipeline(use_fragments: bool = True):
-    """The dataset's real test pipeline (colour features, test-mode voxelization)."""
-    t = build_transforms(default_test_transforms(VOXEL, ["color"]))
-    set_fragments(t, use_fragments)
-    return t
+    """The dataset's real test pipeline (colour features, test-mode voxelization), with or
+    without fragments as ``build_dataset(..., fragments=...)`` builds it."""
+    items = default_test_transforms(VOXEL, ["color"])
+    items[-1]["fragments"] = use_fragments
+    return build_transforms(items)
 
 
 def view_fragments(data: dict, use_fragments: bool = True) -> list[dict]:
-    return sample_fragments(_pipeline(use_fragments)(apply_view(data, TTAView()), None), use_fragments)
+    return sample_fragments(_pipeline(use_fragments)(apply_view(data, TTAView()), None))
 
 
 W = torch.tensor(np.random.default_rng(7).normal(size=(3, K)), dtype=torch.float32)
@@ -157,15 +157,12 @@ def test_vote_checks_its_input() -> None:
         vote([ConstantModel([0.0, 1.0])], [frags], 100, 3)
     with pytest.raises(ValueError, match="not predicted"):
         vote([ConstantModel([0.0, 1.0, 2.0])], [frags[:1]], 100, 3)
-    with pytest.raises(ValueError, match="fragments"):
-        sample_fragments(_pipeline(False)(apply_view(data, TTAView()), None), use_fragments=True)
-    with pytest.raises(ValueError, match="Voxelize"):
-        set_fragments(build_transforms([{"name": "NormalizeColor"}]))
+    with pytest.raises(ValueError, match="not voxelized in test mode"):
+        sample_fragments(build_transforms([{"name": "NormalizeColor"}])(apply_view(data, TTAView()), None))
 
 
 # ---- end to end: tools/test.py on a tiny preprocessed dataset with tiny real checkpoints ----
 
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import zipfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -216,9 +213,8 @@ def tiny_run(tmp_path_factory):
     ckpts = [tmp / "a.pth", tmp / "b.pth"]
     for i, c in enumerate(ckpts):
         _checkpoint(c, data, seed=i)
-    spec = importlib.util.spec_from_file_location("test_tool", ROOT / "tools" / "test.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from pointseg.cli import evaluate as tool
+
     return tmp, data, ckpts, tool
 
 
@@ -266,9 +262,8 @@ def test_tool_test_split_writes_valid_submission(tiny_run, capsys) -> None:
     err = capsys.readouterr().err
     assert "scene0708_00: 290 lines but the mesh has 291 vertices" in err
     good = _raw_meshes(tmp / "raw_good", {"scene0707_00": 250, "scene0708_00": 290})
-    spec = importlib.util.spec_from_file_location("validate_tool", ROOT / "tools" / "validate_submission.py")
-    validate_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(validate_tool)
+    from pointseg.cli import validate_submission as validate_tool
+
     assert validate_tool.main([str(out / "submission.zip"), "--raw", str(good)]) == 0
     assert not (out / "metrics.json").exists()
     with zipfile.ZipFile(out / "submission.zip") as zf:

@@ -5,7 +5,6 @@ ScanNet200 rule gives after preprocessing, not on the generator's bookkeeping.""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 from pathlib import Path
 
@@ -24,10 +23,9 @@ CONFIG = longtail.BenchmarkConfig()
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("tool_make_longtail", ROOT / "tools" / "make_longtail_scannet.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from pointseg.cli import make_longtail
+
+    return make_longtail
 
 
 def _digest(root: Path) -> dict[str, str]:

@@ -25,10 +25,8 @@ SCENES = {"scene0707_00": 7, "scene0708_00": 5, "scene0709_00": 9}
 
 
 def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The command behind ``tools/<name>.py``."""
+    return importlib.import_module(f"pointseg.cli.{name}")
 
 
 def _write_mesh(path: Path, n: int, text: bool = False) -> None:

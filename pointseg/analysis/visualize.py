@@ -247,5 +247,5 @@ def predict_vertices(
     i = dataset.names.index(scene)
     data = load_scene(Path(data_root) / split / scene)
     prob = predict_scene([model], data, dataset.transforms, num_classes=int(cfg.model.num_classes),
-                         use_fragments=False, device=device, rng=dataset.rng(i))
+                         device=device, rng=dataset.rng(i))
     return prob.argmax(dim=1).cpu().numpy()

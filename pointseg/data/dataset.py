@@ -120,8 +120,9 @@ class ScanNet200Dataset(Dataset):
         return self.transforms(data, self.rng(index))
 
 
-def _fill_pipeline(items: list[dict], mode: str, voxel_size: float, features: list[str]) -> list[dict]:
-    """Copy of ``items`` with the config's voxel size / features filled in and the voxel mode set."""
+def _fill_pipeline(items: list[dict], mode: str, voxel_size: float, features: list[str], fragments: bool) -> list[dict]:
+    """Copy of ``items`` with the config's voxel size / features filled in and the voxel mode (and,
+    in test mode, the fragment output) set."""
     out = []
     for item in items:
         item = dict(item)
@@ -131,11 +132,8 @@ def _fill_pipeline(items: list[dict], mode: str, voxel_size: float, features: li
                 raise ValueError(
                     f"data: Voxelize voxel_size {item['voxel_size']} differs from data.voxel_size {voxel_size}"
                 )
-            if mode == "test":
-                item["mode"] = "test"
-            else:
-                item["mode"] = "train"
-                item.pop("fragments", None)
+            item["mode"] = "test" if mode == "test" else "train"
+            item["fragments"] = fragments
         elif name == "ToFeature":
             if list(item.setdefault("keys", features)) != list(features):
                 raise ValueError(f"data: ToFeature keys {item['keys']} differ from data.features {features}")
@@ -148,11 +146,19 @@ def in_channels(features: Sequence[str]) -> int:
     return sum(FEATURES[f] for f in features)
 
 
-def build_dataset(data_cfg: Mapping[str, Any] | Any, split: str, mode: str) -> ScanNet200Dataset:
+def build_dataset(
+    data_cfg: Mapping[str, Any] | Any, split: str, mode: str, fragments: bool = False
+) -> ScanNet200Dataset:
     """Dataset of ``data_cfg.root/<split>`` in ``mode`` (train / val / test); ``data_cfg`` is a
-    ``data`` section, complete or partial (missing keys take the ``DataConfig`` defaults)."""
+    ``data`` section, complete or partial (missing keys take the ``DataConfig`` defaults).
+
+    ``fragments`` (test mode only) makes every sample carry all of its voxel fragments, so that
+    each point can be predicted from its own voxel representative (``evaluation.inference``).
+    """
     if mode not in MODES:
         raise ValueError(f"build_dataset: mode must be one of {MODES}, got {mode!r}")
+    if fragments and mode != "test":
+        raise ValueError(f"build_dataset: fragments are a test-mode output, not {mode!r}")
     cfg = typed(DataConfig, data_cfg, "data")
     if OmegaConf.is_missing(cfg, "root") or cfg.root is None:
         raise ValueError("data.root: the preprocessed data folder must be set")
@@ -162,7 +168,7 @@ def build_dataset(data_cfg: Mapping[str, Any] | Any, split: str, mode: str) -> S
         items = cfg.train_transforms if cfg.train_transforms is not None else default_train_transforms(voxel_size, features)
     else:
         items = cfg.test_transforms if cfg.test_transforms is not None else default_test_transforms(voxel_size, features)
-    items = _fill_pipeline(list(to_container(items)), mode, voxel_size, features)
+    items = _fill_pipeline(list(to_container(items)), mode, voxel_size, features, fragments)
     return ScanNet200Dataset(
         cfg.root,
         split,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -139,33 +138,20 @@ def vote(
 
 
 
-def set_fragments(transforms: Any, on: bool = True) -> None:
-    """Switch the test-mode ``Voxelize`` of a pipeline (a ``Compose``) to emit fragments, or not.
-
-    The dataset's test pipeline is reused as it is, so features are built exactly as the model
-    was trained to see them; only the fragment output of its voxelization is chosen here.
-    """
-    from pointseg.data.transforms import Voxelize
-
-    vox = [t for t in getattr(transforms, "transforms", []) if isinstance(t, Voxelize)]
-    if len(vox) != 1 or vox[0].mode != "test":
-        raise ValueError(f"test pipeline must hold exactly one test-mode Voxelize, got {transforms!r}")
-    vox[0].fragments = bool(on)
-
-
-def sample_fragments(sample: dict, use_fragments: bool = True) -> list[Fragment]:
+def sample_fragments(sample: dict) -> list[Fragment]:
     """Fragments of a sample voxelized by ``Voxelize(mode="test")``.
 
-    With fragments, fragment j pairs the voxel rows with their j-th representative's features
-    (``origin_feat[fragments[j]]``); without, the single fragment is the voxelized sample and
-    every point takes its voxel's prediction through ``inverse``.
+    When the test pipeline emits fragments (``build_dataset(..., fragments=True)``), fragment j
+    pairs the voxel rows with their j-th representative's features (``origin_feat[fragments[j]]``);
+    otherwise the single fragment is the voxelized sample and every point takes its voxel's
+    prediction through ``inverse``.
     """
     if "inverse" not in sample or "grid_coord" not in sample:
         raise ValueError(f"scene {sample.get('name', '?')!r}: sample is not voxelized in test mode")
-    if not use_fragments:
+    if "fragments" not in sample:
         return [{"grid_coord": sample["grid_coord"], "feat": sample["feat"], "inverse": sample["inverse"]}]
-    if "fragments" not in sample or "origin_feat" not in sample:
-        raise ValueError(f"scene {sample.get('name', '?')!r}: test pipeline did not produce fragments")
+    if "origin_feat" not in sample:
+        raise ValueError(f"scene {sample.get('name', '?')!r}: fragments without origin_feat")
     feat = sample["origin_feat"]
     return [{"grid_coord": sample["grid_coord"], "feat": feat[idx], "index": idx} for idx in sample["fragments"]]
 
@@ -176,13 +162,12 @@ def predict_scene(
     transforms: Callable[[dict, np.random.Generator], dict],
     views: Sequence[TTAView] = (TTAView(),),
     num_classes: int = 200,
-    use_fragments: bool = True,
     device: torch.device | str = "cpu",
     rng: np.random.Generator | None = None,
 ) -> torch.Tensor:
     """Mean class probabilities (N, K) of every point of a loaded scene, in the scene's point order.
 
-    ``transforms`` is the test pipeline (``set_fragments`` decides whether it emits fragments);
+    ``transforms`` is the test pipeline (with or without fragments, as the dataset was built);
     each TTA view is voxelized afresh, one at a time, so memory holds one view.
     """
     n = int(np.asarray(data["coord"]).shape[0])
@@ -192,6 +177,6 @@ def predict_scene(
         sample = transforms(apply_view(data, view), rng)
         if int(sample.get("num_points", n)) != n:
             raise ValueError(f"scene {data.get('name', '?')!r}: the test pipeline changed the point count")
-        return sample_fragments(sample, use_fragments)
+        return sample_fragments(sample)
 
     return vote(models, (frags_of(v) for v in views), n, num_classes, device)

@@ -1,0 +1,54 @@
+"""Convert a raw ScanNet v2 release into ScanNet200 scene folders.
+
+    python tools/preprocess_scannet200.py --raw RAW --out DATA [--workers N] [--align] [--overwrite]
+
+Prints a summary (scenes done / skipped / failed, ignored vertices of unknown raw categories and
+one line per failure); the exit status is 1 when any scene failed, 2 when RAW is not a release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pointseg.cli.common import add_common, run_command
+from pointseg.preprocessing.preprocess import preprocess_scannet200
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--raw", type=Path, required=True, help="ScanNet v2 folder with scans/ and scans_test/")
+    p.add_argument("--out", type=Path, required=True, help="output folder DATA (DATA/<split>/<scene>/)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--align", action="store_true", help="apply each scene's axisAlignment")
+    p.add_argument("--overwrite", action="store_true", help="redo scenes that are already finished")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common(p)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        summary = preprocess_scannet200(
+            args.raw,
+            args.out,
+            workers=args.workers,
+            align=args.align,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary.report())
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
