@@ -22,6 +22,7 @@ from pathlib import Path
 
 from steps import ROOT, run, run_parallel, tool
 
+from pointseg.analysis.collapse_run import checkpoint_iteration
 from pointseg.analysis.study import ARMS, StudyResults, compute_floors, load_run, write_report
 from pointseg.synthetic.longtail import LOOKALIKE_PAIR, class_indices
 from pointseg.utils.io import atomic_write_text
@@ -57,10 +58,11 @@ def main() -> None:
         for seed in args.seeds:
             run_dir = out / "runs" / f"{arm}_seed{seed}"
             steps = []
-            if not (run_dir / "checkpoints" / "last.pth").exists():
-                steps.append(tool("train", "--config", config, "--out", run_dir, f"data.root={data}", f"seed={seed}",
-                                  f"train.iterations={args.iterations}", f"train.snapshot_every={args.snapshot_every}",
-                                  "train.progress_bar=false"))
+            last = run_dir / "checkpoints" / "last.pth"
+            if not last.exists() or (checkpoint_iteration(last) or 0) < args.iterations:  # a killed run continues
+                steps.append(tool("train", "--config", config, "--out", run_dir, "--resume", f"data.root={data}",
+                                  f"seed={seed}", f"train.iterations={args.iterations}",
+                                  f"train.snapshot_every={args.snapshot_every}", "train.progress_bar=false"))
             if not (run_dir / "eval_val" / "metrics.json").exists():
                 steps.append(tool("test", "--checkpoint", run_dir / "checkpoints" / "last.pth", "--split", "val",
                                   "--out", run_dir / "eval_val", f"data.root={data}"))
