@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 import time
@@ -44,6 +45,8 @@ from pointseg.engine.legacy import CHECKPOINT_FORMAT
 from pointseg.engine.logger import RunLogger, memory_mb
 from pointseg.engine.optim import build_optimizer, build_scheduler, current_lr
 from pointseg.engine.trainer_config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pth"
@@ -115,7 +118,7 @@ class Trainer:
             if self.device.type == "cuda":
                 model = convert_sync_batchnorm(model)
             elif sync_bn is True and self.is_main:
-                print("train.sync_bn: SyncBatchNorm needs CUDA; keeping per-process BatchNorm on CPU")
+                log.warning("train.sync_bn: SyncBatchNorm needs CUDA; keeping per-process BatchNorm on CPU")
         self.model = model.to(self.device)
         self.net: nn.Module = self.model
         if self.dist.world_size > 1:
@@ -148,7 +151,7 @@ class Trainer:
         if resume and last.exists():
             self._load(last)
         elif resume and self.is_main:
-            print(f"--resume: no checkpoint in {self.ckpt_dir}, starting from scratch")
+            log.info("--resume: no checkpoint in %s, starting from scratch", self.ckpt_dir)
 
     # ------------------------------------------------------------------ data
     def _has_split(self, split: str) -> bool:

@@ -30,11 +30,6 @@ ROOM_CODES = {
 }
 ROOM_TYPES = tuple(ROOM_CODES.values())
 
-# Placement kinds (see rooms.py): structure (wall/floor/ceiling, built with the room), door and
-# window (cut into a wall), companion (only next to its parent), against_wall / free (floor),
-# wall (mounted at a height), surface (on a support), ceiling.
-PLACEMENTS = ("structure", "door", "window", "companion", "against_wall", "free", "wall", "surface", "ceiling")
-
 # Relative scene frequency of a class by ScanNet200 split: the long tail is built in here.
 TIER_WEIGHT = {"head": 1.0, "common": 0.2, "tail": 0.025}
 
@@ -45,6 +40,9 @@ class Rule:
     family: str  # shape builder name in shapes.FAMILIES
     lo: tuple[float, float, float]  # size (width x, depth y, height z) in metres, lower bound
     hi: tuple[float, float, float]
+    # Placement kind (see rooms.py): structure (wall/floor/ceiling, built with the room), door and
+    # window (cut into a wall), companion (only next to its parent), against_wall / free (floor),
+    # wall (mounted at a height), surface (on a support), ceiling.
     place: str
     rooms: str  # room codes, "*" = every room
     support: bool = False  # other objects may stand on its top

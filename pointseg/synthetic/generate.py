@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pointseg import meta
-from pointseg.preprocessing.raw import write_raw_scene
+from pointseg.preprocessing.raw import raw_scene_dir, write_raw_scene
 from pointseg.synthetic import annotate, rooms
 from pointseg.synthetic import catalog as cat
 from pointseg.utils.io import atomic_write_text, load_npy, save_npy
@@ -174,7 +174,7 @@ def assemble(plan: ScenePlan, room: rooms.Room, rng: np.random.Generator) -> Syn
 def write_scene(raw: Path, scene: SyntheticScene) -> None:
     """The scene in the raw layout, plus its true labels under ``raw/ground_truth``."""
     plan = scene.plan
-    folder = raw / ("scans_test" if plan.split == "test" else "scans") / plan.scene_id
+    folder = raw_scene_dir(raw, plan.split, plan.scene_id)
     labelled = plan.split != "test"
     write_raw_scene(
         folder, plan.scene_id, scene.vertices, scene.colors, scene.faces,
