@@ -1,8 +1,9 @@
 """MinkUNet34C forward and forward+backward on one ScanNet-size synthetic scene, per backend.
 
 Every installed backend is timed in one run: torch, spconv and MinkowskiEngine (``make
-minkowski``; reported as not installed otherwise). Each backend runs in its own subprocess (same seed, so the same scene and the same weights),
-which makes the peak-memory figure (``ru_maxrss`` growth over the measured work) per backend.
+minkowski``; reported as not installed otherwise). Each backend runs in its own subprocess (same
+seed, so the same scene and the same weights), which makes the peak-memory figure (``ru_maxrss``
+growth over the measured work) per backend.
 CPU runs use 2 threads; on CUDA the peak is ``torch.cuda.max_memory_allocated``.
 Writes ``bench/results/backbone.json`` and prints a markdown table.
 

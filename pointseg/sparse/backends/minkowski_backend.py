@@ -1,10 +1,10 @@
-"""MinkowskiEngine 0.5 backend (optional; current toolchains need a patched ME build).
+"""MinkowskiEngine 0.5 backend (optional; ``make minkowski`` builds and installs ME 0.5.4).
 
 Written against ME's functional API: ``CoordinateManager.insert_and_map``, ``KernelGenerator``,
 ``MinkowskiConvolutionFunction`` / ``MinkowskiConvolutionTransposeFunction``, whose ``apply`` takes
 (features, kernel, kernel generator, convolution mode, in key, out key, manager) as in ME's own
-``MinkowskiConvolutionBase.forward``. ``tests/test_minkowski.py`` checks this against ME's modules.
-Install: ``make minkowski`` (tools/install_minkowski.sh). Conventions bridged here:
+``MinkowskiConvolutionBase.forward``; ``tests/test_minkowski.py`` checks the calls against ME's
+modules. Conventions bridged here:
 
 * ME coordinates are in input-voxel units (multiples of the tensor stride); ours are in units of
   the tensor's own grid, so coordinates are multiplied / divided by the stride at the boundary.
@@ -27,7 +27,7 @@ from torch import Tensor
 from ..tensor import SparseTensor
 
 NAME = "minkowski"
-# ME picks its kernel-map/GEMM strategy by size; DEFAULT is what ME's own modules use.
+# How ME's CUDA kernels split the GEMM; DEFAULT lets ME choose, as its own modules do.
 _MODE = ConvolutionMode.DEFAULT
 
 
