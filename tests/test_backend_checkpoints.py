@@ -30,7 +30,7 @@ def test_checkpoint_predicts_the_same_labels_on_every_backend(trained_on, data_r
     cfg = tiny_config(data_root, iterations=12, save_every=12)
     cfg.model.backend = trained_on
     cfg.data.train_transforms = cfg.data.test_transforms  # deterministic batches
-    cfg.optim = {"name": "AdamW", "lr": 0.01, "weight_decay": 0.0}
+    cfg.optim.merge_with({"name": "AdamW", "lr": 0.01, "weight_decay": 0.0})
     Trainer(cfg, tmp_path / "run").train()
     ckpt = tmp_path / "run" / "checkpoints" / "last.pth"
 
