@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 
-.PHONY: install install-dev test bench demo study study-scannet200-synthetic clean
+.PHONY: install install-dev minkowski test bench demo study study-scannet200-synthetic clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ install: $(PY)
 install-dev: $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
 	$(PIP) install -e ".[spconv,dev]"
+
+# MinkowskiEngine 0.5.4 built from its sdist against this environment's torch (CPU unless nvcc and a
+# CUDA torch are present; MINKOWSKI_CPU_ONLY=1 forces CPU), cached per Python/torch/CUDA.
+minkowski: install
+	VENV=$(VENV) tools/install_minkowski.sh
 
 test: install-dev
 	$(PY) -m pytest -q

@@ -1,7 +1,9 @@
 """MinkUNet34C forward and forward+backward on one ScanNet-size synthetic scene, per backend.
 
-Each backend runs in its own subprocess (same seed, so the same scene and the same weights),
-which makes the peak-memory figure (``ru_maxrss`` growth over the measured work) per backend.
+Every installed backend is timed in one run: torch, spconv and MinkowskiEngine (``make
+minkowski``; reported as not installed otherwise). Each backend runs in its own subprocess (same
+seed, so the same scene and the same weights), which makes the peak-memory figure (``ru_maxrss``
+growth over the measured work) per backend.
 CPU runs use 2 threads; on CUDA the peak is ``torch.cuda.max_memory_allocated``.
 Writes ``bench/results/backbone.json`` and prints a markdown table.
 
@@ -12,6 +14,7 @@ measured 10-20× slower than on the idle machine.
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -57,10 +60,10 @@ def room_scene(seed: int = 0, voxel: float = VOXEL) -> np.ndarray:
     return np.unique(np.concatenate(pts), axis=0).astype(np.int32)
 
 
-def _inputs(device: str):
+def _inputs(device: str, voxel: float):
     from pointseg.sparse import SparseTensor
 
-    grid = torch.from_numpy(room_scene())
+    grid = torch.from_numpy(room_scene(voxel=voxel))
     coords = torch.cat([torch.zeros(len(grid), 1, dtype=torch.int32), grid], 1).to(device)
     feats = torch.rand(len(grid), 3, generator=torch.Generator().manual_seed(0)).to(device)
     return SparseTensor(feats, coords)
@@ -77,13 +80,13 @@ def _median_time(fn, device: str, repeats: int) -> float:
     return median_seconds(fn, repeats, sync=lambda: _sync(device))
 
 
-def worker(backend: str, device: str) -> dict:
+def worker(backend: str, device: str, voxel: float = VOXEL, repeats: int = REPEATS) -> dict:
     """Time one backend in this process; returns seconds and peak memory (MiB)."""
     from pointseg.models import build_backbone
 
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
-    x = _inputs(device)
+    x = _inputs(device, voxel)
     backbone = build_backbone("MinkUNet34C", 3, backend=backend)
     model = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.feature_dim, 200)).to(device)  # + point classifier
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -100,8 +103,8 @@ def worker(backend: str, device: str) -> dict:
         model.zero_grad(set_to_none=True)
         model(x).square().mean().backward()
 
-    fwd = _median_time(forward, device, REPEATS)
-    fwd_bwd = _median_time(forward_backward, device, REPEATS)
+    fwd = _median_time(forward, device, repeats)
+    fwd_bwd = _median_time(forward_backward, device, repeats)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -110,28 +113,32 @@ def worker(backend: str, device: str) -> dict:
             "forward_backward_s": fwd_bwd, "iters_per_s": 1.0 / fwd_bwd, "peak_mib": peak}
 
 
-def main() -> dict:
-    from pointseg.sparse import available_backends
+def main(voxel: float = VOXEL, repeats: int = REPEATS) -> dict:
+    from pointseg.sparse import BACKENDS, available_backends
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    missing = [b for b in BACKENDS if b not in available_backends()]
     rows = []
     for device in devices:
         for backend in available_backends():
-            cmd = [sys.executable, __file__, "--worker", backend, device]
+            cmd = [sys.executable, __file__, "--worker", backend, device, "--voxel", str(voxel),
+                   "--repeats", str(repeats)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 rows.append({"backend": backend, "device": device, "error": out.stderr.strip()[-500:]})
                 continue
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    ratio = {}
+    ratios = {other: {} for other in ("spconv", "minkowski")}
     for device in devices:
         t = {r["backend"]: r for r in rows if r["device"] == device and "error" not in r}
-        if "torch" in t and "spconv" in t:
-            ratio[device] = {
-                k: t["torch"][k] / t["spconv"][k] for k in ("forward_s", "forward_backward_s")
-            }
-    result = {"model": "MinkUNet34C", "threads_cpu": THREADS, "repeats": REPEATS, "rows": rows,
-              "torch_over_spconv": ratio, "target_cpu_ratio": 1.3}
+        for other, ratio in ratios.items():
+            if "torch" in t and other in t:
+                ratio[device] = {
+                    k: t["torch"][k] / t[other][k] for k in ("forward_s", "forward_backward_s")
+                }
+    result = {"model": "MinkUNet34C", "threads_cpu": THREADS, "repeats": repeats, "voxel": voxel,
+              "rows": rows, "not_installed": missing, "torch_over_spconv": ratios["spconv"],
+              "torch_over_minkowski": ratios["minkowski"], "target_cpu_ratio": 1.3}
     print("| backend | device | voxels | forward s | fwd+bwd s | it/s (fwd+bwd) | peak MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
@@ -140,15 +147,25 @@ def main() -> dict:
         else:
             print(f"| {r['backend']} | {r['device']} | {r['voxels']} | {r['forward_s']:.3f} | "
                   f"{r['forward_backward_s']:.3f} | {r['iters_per_s']:.2f} | {r['peak_mib']:.0f} |")
-    for device, rt in ratio.items():
-        print(f"\ntorch / spconv on {device}: forward {rt['forward_s']:.2f}x, "
-              f"forward+backward {rt['forward_backward_s']:.2f}x (target <= 1.3x on cpu)")
+    for other, ratio in ratios.items():
+        for device, rt in ratio.items():
+            target = " (target <= 1.3x on cpu)" if other == "spconv" else ""
+            print(f"\ntorch / {other} on {device}: forward {rt['forward_s']:.2f}x, "
+                  f"forward+backward {rt['forward_backward_s']:.2f}x{target}")
+    for backend in missing:
+        hint = " (`make minkowski` builds it)" if backend == "minkowski" else ""
+        print(f"\n{backend}: not installed, not timed{hint}")
     write_results("backbone", result)
     return result
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        print(json.dumps(worker(sys.argv[2], sys.argv[3])))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--voxel", type=float, default=VOXEL, help="voxel size in metres (0.05 for a quick look)")
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--worker", nargs=2, metavar=("BACKEND", "DEVICE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker, voxel=args.voxel, repeats=args.repeats)))
     else:
-        main()
+        main(args.voxel, args.repeats)

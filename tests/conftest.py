@@ -1,8 +1,13 @@
 """Shared fixtures: caches in a temporary folder (never ~/.cache), the tiny backbone and scenes
-of the engine tests (helpers in engine_helpers.py)."""
+of the engine tests (helpers in engine_helpers.py); and a session check of the sparse backends:
+``POINTSEG_REQUIRE_BACKENDS=minkowski,spconv`` (set by CI) makes a backend that does not import an
+error instead of a row of "<name> not installed" skips, so a broken or missing build cannot pass
+as green."""
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +15,26 @@ import torch
 from engine_helpers import TINY, MinkUNetTiny, make_data
 
 from pointseg.models import BACKBONES
+
+REQUIRE_ENV = "POINTSEG_REQUIRE_BACKENDS"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from pointseg.sparse.backends import _LIBRARY, BACKENDS
+
+    wanted = [n.strip() for n in os.environ.get(REQUIRE_ENV, "").split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in BACKENDS]
+    if unknown:
+        raise pytest.UsageError(f"{REQUIRE_ENV}: unknown backend(s) {unknown}; choose from {sorted(BACKENDS)}")
+    missing = []
+    for name in wanted:
+        try:
+            importlib.import_module(_LIBRARY[name])
+        except Exception as e:  # report why, not only that
+            missing.append(f"{name} ({_LIBRARY[name]}: {type(e).__name__}: {e})")
+    if missing:
+        hint = "; `make minkowski` builds MinkowskiEngine" if any(m.startswith("minkowski") for m in missing) else ""
+        raise pytest.UsageError(f"{REQUIRE_ENV} names backends that do not import: {'; '.join(missing)}{hint}")
 
 
 @pytest.fixture(autouse=True, scope="session")

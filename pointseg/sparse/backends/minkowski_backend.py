@@ -1,13 +1,18 @@
-"""MinkowskiEngine 0.5 backend (optional; current toolchains need a patched ME build).
+"""MinkowskiEngine 0.5 backend (optional; ``make minkowski`` builds and installs ME 0.5.4).
 
-Written against ME's documented functional API: ``CoordinateManager.insert_and_map``,
-``KernelGenerator``, ``MinkowskiConvolutionFunction`` / ``MinkowskiConvolutionTransposeFunction``.
-Conventions bridged here:
+Written against ME's functional API: ``CoordinateManager.insert_and_map``, ``KernelGenerator``,
+``MinkowskiConvolutionFunction`` / ``MinkowskiConvolutionTransposeFunction``, whose ``apply`` takes
+(features, kernel, kernel generator, convolution mode, in key, out key, manager) as in ME's own
+``MinkowskiConvolutionBase.forward``; ``tests/test_minkowski.py`` checks the calls against ME's
+modules. Conventions bridged here:
 
 * ME coordinates are in input-voxel units (multiples of the tensor stride); ours are in units of
   the tensor's own grid, so coordinates are multiplied / divided by the stride at the boundary.
 * ME's kernel is ``(K³, C_in, C_out)`` like ours, but its offset iterator advances the x axis
   fastest (``kernel_region.hpp``), ours z fastest: the conversion swaps the x and z kernel axes.
+* ME imports its modules as top-level names (its ``__init__`` puts its folder on ``sys.path``);
+  importing ``MinkowskiEngine.MinkowskiConvolution`` would load a second copy and replace the
+  ``ME.MinkowskiConvolution`` class with that module, so the functions are taken from ``ME``.
 * ``insert_and_map`` may store the input rows in its own order (``unique_map``); features at
   stride 1 are permuted in and out of that order, coarser levels adopt ME's order directly.
 """
@@ -16,15 +21,14 @@ from __future__ import annotations
 
 import MinkowskiEngine as ME
 import torch
-from MinkowskiEngine.MinkowskiConvolution import (
-    MinkowskiConvolutionFunction,
-    MinkowskiConvolutionTransposeFunction,
-)
+from MinkowskiEngineBackend._C import ConvolutionMode
 from torch import Tensor
 
 from ..tensor import SparseTensor
 
 NAME = "minkowski"
+# How ME's CUDA kernels split the GEMM; DEFAULT lets ME choose, as its own modules do.
+_MODE = ConvolutionMode.DEFAULT
 
 
 def to_minkowski_weight(weight: Tensor, kernel_size: int) -> Tensor:
@@ -66,9 +70,9 @@ class MinkowskiBackend:
     def subm_conv(self, x: SparseTensor, weight: Tensor, kernel_size: int) -> SparseTensor:
         manager, key, perm = self._level(x)
         feats = x.feats if perm is None else x.feats[perm[0]]
-        out = MinkowskiConvolutionFunction.apply(
+        out = ME.MinkowskiConvolutionFunction.apply(
             feats.contiguous(), to_minkowski_weight(weight, kernel_size),
-            self._kernel(kernel_size, 1), key, key, manager,
+            self._kernel(kernel_size, 1), _MODE, key, key, manager,
         )
         return x.replace_feats(out if perm is None else out[perm[1]])
 
@@ -76,8 +80,8 @@ class MinkowskiBackend:
         manager, key, perm = self._level(x)
         feats = x.feats if perm is None else x.feats[perm[0]]
         out_key = ME.CoordinateMapKey(4)
-        out = MinkowskiConvolutionFunction.apply(
-            feats.contiguous(), to_minkowski_weight(weight, 2), self._kernel(2, 2),
+        out = ME.MinkowskiConvolutionFunction.apply(
+            feats.contiguous(), to_minkowski_weight(weight, 2), self._kernel(2, 2), _MODE,
             key, out_key, manager,
         )
         coarse = x.stride * 2
@@ -97,8 +101,8 @@ class MinkowskiBackend:
             )
         manager, key, _ = self._level(x)
         fine_key, perm = x.cache[(NAME, "key", fine)]
-        out = MinkowskiConvolutionTransposeFunction.apply(
-            x.feats.contiguous(), to_minkowski_weight(weight, 2), self._kernel(2, 2),
+        out = ME.MinkowskiConvolutionTransposeFunction.apply(
+            x.feats.contiguous(), to_minkowski_weight(weight, 2), self._kernel(2, 2), _MODE,
             key, fine_key, manager,
         )
         if perm is not None:
