@@ -6,7 +6,6 @@ as green."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
@@ -20,18 +19,13 @@ REQUIRE_ENV = "POINTSEG_REQUIRE_BACKENDS"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    from pointseg.sparse.backends import _LIBRARY, BACKENDS
+    from pointseg.sparse.backends import BACKENDS, import_error
 
     wanted = [n.strip() for n in os.environ.get(REQUIRE_ENV, "").split(",") if n.strip()]
     unknown = [n for n in wanted if n not in BACKENDS]
     if unknown:
         raise pytest.UsageError(f"{REQUIRE_ENV}: unknown backend(s) {unknown}; choose from {sorted(BACKENDS)}")
-    missing = []
-    for name in wanted:
-        try:
-            importlib.import_module(_LIBRARY[name])
-        except Exception as e:  # report why, not only that
-            missing.append(f"{name} ({_LIBRARY[name]}: {type(e).__name__}: {e})")
+    missing = [f"{name} ({import_error(name)})" for name in wanted if import_error(name)]
     if missing:
         hint = "; `make minkowski` builds MinkowskiEngine" if any(m.startswith("minkowski") for m in missing) else ""
         raise pytest.UsageError(f"{REQUIRE_ENV} names backends that do not import: {'; '.join(missing)}{hint}")

@@ -25,15 +25,20 @@ _LIBRARY = {"torch": "torch", "spconv": "spconv.pytorch", "minkowski": "Minkowsk
 _INSTANCES: dict[str, Any] = {}
 
 
-def is_available(name: str) -> bool:
-    """Whether the library behind backend ``name`` imports here."""
+def import_error(name: str) -> str | None:
+    """Why the library behind backend ``name`` does not import here, or None when it does."""
     if name not in BACKENDS:
         raise KeyError(f"unknown sparse backend {name!r}; choose from {sorted(BACKENDS)} or 'auto'")
     try:
         importlib.import_module(_LIBRARY[name])
-    except Exception:  # an installed but broken build counts as unavailable
-        return False
-    return True
+    except Exception as e:  # an installed but broken build counts as unavailable
+        return f"{_LIBRARY[name]}: {type(e).__name__}: {e}"
+    return None
+
+
+def is_available(name: str) -> bool:
+    """Whether the library behind backend ``name`` imports here."""
+    return import_error(name) is None
 
 
 def available_backends() -> list[str]:
