@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from plyfile import PlyData, PlyElement
 
-from pointseg.data.scene import COORD_FILE, load_scene, scene_dir
+from pointseg.data.scene import COORD_FILE, check_folder_name, load_scene, scene_dir
 from pointseg.meta import IGNORE_INDEX, NUM_CLASSES, class_table
 from pointseg.utils.io import atomic_path
 from pointseg.utils.plotting import new_figure, save_figure
@@ -182,8 +182,10 @@ def write_scene_outputs(
     pred: np.ndarray | None,
     view: str = "top",
 ) -> dict[str, Path]:
-    """``<scene>_gt.ply``, ``<scene>_pred.ply``, ``<scene>_error.ply`` (what applies) and ``<scene>.png``."""
+    """``<scene>_gt.ply``, ``<scene>_pred.ply``, ``<scene>_error.ply`` (what applies) and ``<scene>.png``,
+    all inside ``out_dir`` (``scene`` must be a scene name, not a path)."""
     out = Path(out_dir)
+    check_folder_name(scene)
     written: dict[str, Path] = {}
     if gt is not None:
         written["gt"] = out / f"{scene}_gt.ply"
@@ -238,8 +240,10 @@ def predict_vertices(
     from pointseg.data.transforms import to_container
     from pointseg.engine.checkpoint import load_for_inference
     from pointseg.evaluation.inference import predict_scene
+    from pointseg.evaluation.label_map import check_label_set
 
     model, cfg = load_for_inference(checkpoint, overrides, device=device)
+    check_label_set(checkpoint, int(cfg.model.num_classes), None)  # colours are ScanNet200 classes
     data_cfg = dict(to_container(cfg.data if data_cfg is None else data_cfg), root=str(data_root))
     dataset = build_dataset(data_cfg, split, mode="test")
     if scene not in dataset.names:

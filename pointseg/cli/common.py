@@ -2,16 +2,19 @@
 and one-line errors.
 
 A user error (bad config, missing or broken file, full disk) ends the command with one line,
-``error: <file>: <problem>``, and a non-zero exit status; ``--debug`` shows the traceback.
+``error: <file>: <problem>``, and a non-zero exit status; ``--debug`` shows the traceback. Ctrl-C
+ends it with one line and status 130 (commands that save on Ctrl-C, like training, handle the
+first one themselves).
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
+
+from pointseg.utils.errors import one_line
 
 # Exceptions that describe a problem with the user's input or machine, not a bug.
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, PermissionError, OSError)
@@ -37,15 +40,10 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
 
 
-def error_line(e: BaseException) -> str:
-    """One line saying what went wrong, naming the file where the exception knows it."""
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        where = f"{e.filename}: " if e.filename else ""
-        return f"{where}no space left on device"
-    if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e):
-        return f"{e.filename}: {e.strerror or e}"
-    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    return " ".join(str(text).split())
+# Exit status of a command ended by SIGINT (128 + 2), as a shell reports it.
+EXIT_INTERRUPTED = 130
+
+error_line = one_line
 
 
 def run_command(main: Callable[[list[str]], int], argv: Sequence[str] | None, debug: bool | None = None) -> int:
@@ -60,3 +58,8 @@ def run_command(main: Callable[[list[str]], int], argv: Sequence[str] | None, de
             raise
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -9,7 +9,8 @@ adds N rotations about z (and ``--tta-scales``), several checkpoints form an ens
 by averaging class probabilities. Labelled splits write metrics.json, confusion.npz and
 per_class_iou.png; the test split writes submission.zip and validates it. Under torchrun the
 scenes are split over processes. The exit status is 1 if any scene failed or the submission is
-invalid.
+invalid. A checkpoint of another label set than ScanNet200's (e.g. 20 classes) is refused unless
+``--label-map FILE.json`` ({"<model class index>": <ScanNet200 class index>, ...}) maps it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pointseg.data.dataset import build_dataset
 from pointseg.engine.distributed import cleanup, init_distributed
 from pointseg.evaluation.ensemble import load_ensemble
 from pointseg.evaluation.inference import tta_views
+from pointseg.evaluation.label_map import read_label_map
 from pointseg.evaluation.report import format_table
 from pointseg.evaluation.tester import evaluate_split
 
@@ -41,6 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="one forward per view, each vertex takes its voxel's prediction (faster)")
     p.add_argument("--save-predictions", action="store_true", help="write OUT/predictions/<scene>.txt")
     p.add_argument("--raw", help="raw ScanNet folder: validate the submission against the mesh headers")
+    p.add_argument(
+        "--label-map",
+        metavar="FILE.json",
+        help='score a model of another label set: {"<model class index>": <ScanNet200 class index>, ...}',
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. data.root=/data/scannet200)")
     add_common(p)
@@ -58,7 +65,8 @@ def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     dist_info = init_distributed(args.device)
     try:
-        models, cfg = load_ensemble(args.checkpoint, args.overrides, args.config, dist_info.device)
+        label_map = read_label_map(args.label_map) if args.label_map else None
+        models, cfg = load_ensemble(args.checkpoint, args.overrides, args.config, dist_info.device, label_map)
         dataset = build_dataset(cfg.data, args.split, mode="test", fragments=not args.no_fragments)
         views = tta_views(args.tta, args.tta_scales)
         if dist_info.is_main:
@@ -77,10 +85,8 @@ def _main(argv: list[str]) -> int:
             device=dist_info.device,
             rank=dist_info.rank,
             world_size=dist_info.world_size,
+            label_map=label_map,
         )
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         cleanup()
     if not dist_info.is_main:

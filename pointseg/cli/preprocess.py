@@ -3,7 +3,9 @@
     python tools/preprocess_scannet200.py --raw RAW --out DATA [--workers N] [--align] [--overwrite]
 
 Prints a summary (scenes done / skipped / failed, ignored vertices of unknown raw categories and
-one line per failure); the exit status is 1 when any scene failed, 2 when RAW is not a release.
+one line per failure); the exit status is 1 when any scene failed, 2 when RAW is not a release,
+DATA cannot be written (the summary is printed first when the scenes were done) or another run
+writes DATA.
 """
 
 from __future__ import annotations
@@ -34,19 +36,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        summary = preprocess_scannet200(
-            args.raw,
-            args.out,
-            workers=args.workers,
-            align=args.align,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = preprocess_scannet200(
+        args.raw,
+        args.out,
+        workers=args.workers,
+        align=args.align,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     print(summary.report())
+    if summary.stats_error is not None:
+        print(f"error: {summary.stats_error}", file=sys.stderr)
+        return 2
     return 0 if summary.ok else 1
 
 

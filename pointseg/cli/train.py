@@ -2,16 +2,23 @@
 (or ``python tools/train.py ...``).
 
 Several GPUs or nodes: ``torchrun --nproc_per_node N tools/train.py --config ...``.
-A killed or preempted run continues exactly with ``--resume`` (same ``--out``); SIGTERM makes the
-run save ``last.pth`` after the current iteration and exit.
+A killed or preempted run continues exactly with ``--resume`` (same ``--out``). Ctrl-C (SIGINT) or
+SIGTERM makes the run finish the current step, save ``last.pth``, print the command that
+continues it and exit with 130 (SIGINT) or 143 (SIGTERM); another Ctrl-C aborts at once. One
+training at a time writes a run folder; starting afresh where checkpoints exist needs
+``--resume`` or ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from pointseg.cli.common import add_common, run_command
 from pointseg.engine.checkpoint import export_inference_weights
@@ -24,6 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", help="YAML config (optional with --resume: RUN/config.yaml is used)")
     p.add_argument("--out", help="run folder (default runs/<config folder>/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.pth")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run folder that holds checkpoints: delete its checkpoints/, logs and config.yaml",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument(
         "--export-inference",
@@ -39,6 +51,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     return run_command(_main, argv)
+
+
+STOP_SIGNALS = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+# A repeat sooner than this is the same request: torchrun forwards the Ctrl-C its workers got
+# from the terminal too, and schedulers may send SIGTERM to every process of a job and again.
+SAME_REQUEST_S = 1.0
+
+
+def install_stop_handlers(trainer: Any) -> dict[int, Any]:
+    """SIGINT and SIGTERM ask ``trainer`` to stop after the current step (it then saves); a later
+    Ctrl-C aborts at once (KeyboardInterrupt, as Python's default handler does).
+
+    Data-loading processes forked later inherit the handler; they ignore the signal (a terminal's
+    Ctrl-C reaches them too) and end when the main process stops them. Returns the previous
+    handlers.
+    """
+    main_pid = os.getpid()
+    first: list[float] = []  # when the stop was requested
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != main_pid:
+            return
+        if first:
+            if signum == signal.SIGINT and time.monotonic() - first[0] > SAME_REQUEST_S:
+                raise KeyboardInterrupt
+            return
+        first.append(time.monotonic())
+        trainer.request_stop(STOP_SIGNALS[signum])
+        if trainer.is_main:
+            print(
+                f"{STOP_SIGNALS[signum]}: stopping after the current iteration and saving last.pth "
+                "(Ctrl-C again aborts without saving)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+
+
+def resume_command(argv: list[str], world_size: int) -> str:
+    """The command line that continues this run: the same one with ``--resume`` (not ``--overwrite``)."""
+    program = sys.argv[0]
+    words = ["python", program] if program.endswith(".py") else [Path(program).name]
+    if world_size > 1:
+        words = ["torchrun", f"--nproc_per_node={world_size}", program]
+    args = [a for a in argv if a != "--overwrite"]
+    return shlex.join([*words, *args, *([] if "--resume" in args else ["--resume"])])
 
 
 def _main(argv: list[str]) -> int:
@@ -58,16 +117,28 @@ def _main(argv: list[str]) -> int:
         return 0
     run_dir = Path(args.out) if args.out else default_run_dir(config)
 
-    from pointseg.engine.trainer import BEST, CHECKPOINT_DIR, LAST, NonFiniteLossError, Trainer
+    from pointseg.engine.trainer import BEST, CHECKPOINT_DIR, LAST, NonFiniteLossError, Trainer, ValidationFailed
 
     try:
-        trainer = Trainer(cfg, run_dir, resume=args.resume, device=args.device)
-        signal.signal(signal.SIGTERM, lambda *_: trainer.request_stop())
+        trainer = Trainer(cfg, run_dir, resume=args.resume, device=args.device, overwrite=args.overwrite)
+        previous = install_stop_handlers(trainer)
         try:
             summary = trainer.train()
-        except NonFiniteLossError as e:
+        except (NonFiniteLossError, ValidationFailed) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if summary["stopped"]:
+            reason = trainer.stop_reason or "stop requested"
+            if trainer.is_main:
+                print(
+                    f"stopped at iteration {summary['iteration']} ({reason}), {run_dir / CHECKPOINT_DIR / LAST} saved; "
+                    f"continue with:\n  {resume_command(argv, trainer.dist.world_size)}",
+                    file=sys.stderr,
+                )
+            return 128 + (signal.SIGTERM if reason == "SIGTERM" else signal.SIGINT)
         if trainer.is_main:
             print(f"done: iteration {summary['iteration']}, best val mIoU {summary['best_miou']}, run {run_dir}")
             if args.export_inference and summary["iteration"] >= trainer.total:

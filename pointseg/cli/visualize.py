@@ -48,26 +48,22 @@ def _main(argv: list[str]) -> int:
     add_common(ap)
     args = ap.parse_args(argv)
 
-    try:
-        coord, gt = load_scene_labels(args.data, args.split, args.scene)
-        pred = None
-        if args.predictions is not None:
-            pred = read_predictions_txt(args.predictions / f"{args.scene}.txt", len(coord))
-        elif args.checkpoint is not None:
-            data_cfg = None
-            if args.config is not None:
-                from pointseg.engine.config import load_config
+    coord, gt = load_scene_labels(args.data, args.split, args.scene)
+    pred = None
+    if args.predictions is not None:
+        pred = read_predictions_txt(args.predictions / f"{args.scene}.txt", len(coord))
+    elif args.checkpoint is not None:
+        data_cfg = None
+        if args.config is not None:
+            from pointseg.engine.config import load_config
 
-                data_cfg = load_config(args.config, args.overrides).data
-            pred = predict_vertices(
-                args.checkpoint, args.data, args.split, args.scene, args.overrides, args.device, data_cfg
-            )
-        if gt is None and pred is None:
-            raise ValueError(f"{args.data / args.split / args.scene}: no labels and no predictions to show")
-        written = write_scene_outputs(args.out, args.scene, coord, gt, pred, view=args.view)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            data_cfg = load_config(args.config, args.overrides).data
+        pred = predict_vertices(
+            args.checkpoint, args.data, args.split, args.scene, args.overrides, args.device, data_cfg
+        )
+    if gt is None and pred is None:
+        raise ValueError(f"{args.data / args.split / args.scene}: no labels and no predictions to show")
+    written = write_scene_outputs(args.out, args.scene, coord, gt, pred, view=args.view)
     for kind, path in written.items():
         print(f"{kind:6s} {path}")
     if args.show:

@@ -30,9 +30,17 @@ INPUT_FILES = ("coord.npy", "color.npy", "normal.npy")
 LABEL_FILES = ("segment200.npy", "instance.npy")
 
 
+def check_folder_name(name: str, what: str = "scene", example: str = "scene0000_00") -> str:
+    """``name`` if it is one folder name (``scene0000_00``, ``val``); a path such as
+    ``../train/x``, ``/abs`` or ``a/b`` would read or write outside the folder it is joined to."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"{name!r}: not a {what} name (a folder name such as {example}, not a path)")
+    return name
+
+
 def scene_dir(root: str | os.PathLike, split: str, scene: str) -> Path:
-    """``DATA/<split>/<scene>``."""
-    return Path(root) / split / scene
+    """``DATA/<split>/<scene>``; ``split`` and ``scene`` must be folder names, not paths."""
+    return Path(root) / check_folder_name(split, "split", "val") / check_folder_name(scene)
 
 
 def scene_dirs(root: str | os.PathLike, split: str) -> list[Path]:

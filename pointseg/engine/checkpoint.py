@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 import numpy as np
 import torch
@@ -19,10 +20,46 @@ from pointseg.engine.legacy import CHECKPOINT_FORMAT, upgrade_checkpoint
 from pointseg.utils.io import atomic_path
 
 
+class _WriteRecorder:
+    """The file ``torch.save`` writes to, remembering the ``OSError`` of a failed write.
+
+    torch reports a failed write (a full disk) as ``RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos ...``; the recorded ``OSError`` says what happened.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file + rename: a crash never leaves a half-written file."""
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    """``torch.save`` through a temporary file + rename: a crash or a full disk never leaves a
+    half-written file, and the previous file at ``path`` stays as it was.
+
+    A failed write raises its ``OSError`` with ``path`` as the file name (on a full disk: errno
+    ``ENOSPC``, "No space left on device").
+    """
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            writer = _WriteRecorder(f)
+            try:
+                torch.save(ckpt, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
+    except OSError as e:  # from a write, or from the final flush when the file closes
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -34,10 +71,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # unpickling errors come in many types
-        raise ValueError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{path}: cannot load checkpoint ({_load_problem(e)})") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not a pointseg checkpoint (needs 'model' and 'config')")
     return upgrade_checkpoint(ckpt, str(path))
+
+
+def _load_problem(e: Exception) -> str:
+    """The part of a ``torch.load`` error a user can act on: its weights-only refusal says at
+    length why it refuses before saying what it found (an unknown global, a broken stream)."""
+    text = " ".join(str(e).split())
+    text = text.split("WeightsUnpickler error: ", 1)[-1]
+    text = re.sub(r"^Weights only load failed\..*?trusted source\. ", "", text)
+    text = re.sub(r" ?Check the documentation of torch\.load.*$", "", text)
+    return f"{type(e).__name__}: {text}"
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Every scalar the model returns is logged under its own name; nothing here knows loss names.
 ``log.jsonl`` holds one JSON object per logged training iteration (``iteration``, ``lr``, every
-loss term, timings); validation results go to ``val.jsonl``. Only the main process logs.
+loss term, timings); validation results go to ``val.jsonl`` (``{"iteration", "error"}`` for a
+validation that failed, its traceback in ``errors.log``). Only the main process logs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,6 +24,7 @@ from pointseg.utils.io import atomic_write_text
 
 TRAIN_LOG = "log.jsonl"
 VAL_LOG = "val.jsonl"
+ERRORS_LOG = "errors.log"
 
 
 def _json_value(v: Any) -> Any:
@@ -63,7 +66,10 @@ class RunLogger:
         enabled: bool = True,
         console_every: int = 20,
         progress_bar: bool = True,
+        revalidate: bool = False,
     ) -> None:
+        """``start_iteration``: the checkpoint a resumed run starts from (records after it are
+        dropped); ``revalidate``: that iteration's validation is redone, so its record goes too."""
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self.console_every = max(1, console_every)
@@ -75,11 +81,13 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for name in (TRAIN_LOG, VAL_LOG):
-            truncate_jsonl(self.run_dir / name, start_iteration)
+        keep = {TRAIN_LOG: start_iteration, VAL_LOG: start_iteration - 1 if revalidate else start_iteration}
+        for name, last in keep.items():
+            truncate_jsonl(self.run_dir / name, last)
             self._files[name] = open(self.run_dir / name, "a", encoding="utf-8")
-        # purge_step hides events a killed run wrote after its last checkpoint.
-        self._writer = SummaryWriter(str(self.run_dir), purge_step=start_iteration or None)
+        # purge_step hides the events a killed run wrote after its last checkpoint (the first
+        # step this run logs is start_iteration + 1).
+        self._writer = SummaryWriter(str(self.run_dir), purge_step=start_iteration + 1 if start_iteration else None)
         self._bar = tqdm(
             total=total_iterations,
             initial=start_iteration,
@@ -91,8 +99,11 @@ class RunLogger:
 
     def _append(self, name: str, record: Mapping[str, Any]) -> None:
         f = self._files[name]
-        f.write(json.dumps(record) + "\n")
-        f.flush()
+        try:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+        except OSError as e:  # e.g. a full disk: say which file
+            raise OSError(e.errno, e.strerror, str(self.run_dir / name)) from e
 
     def log_train(self, iteration: int, lr: float, losses: Mapping[str, float], extra: Mapping[str, float]) -> None:
         """One iteration: every loss term by name, the learning rate, timings and memory."""
@@ -120,6 +131,15 @@ class RunLogger:
         for k, v in scalars.items():
             self._writer.add_scalar(f"val/{k}", v, iteration)
         self.console(f"val it {iteration} " + " ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+
+    def log_val_error(self, iteration: int, message: str, details: str) -> None:
+        """A validation that failed: ``message`` (one line) in ``val.jsonl``, ``details`` (the
+        traceback) appended to ``errors.log``."""
+        if not self.enabled:
+            return
+        self._append(VAL_LOG, {"iteration": iteration, "error": message})
+        with open(self.run_dir / ERRORS_LOG, "a", encoding="utf-8") as f:
+            f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n{details.rstrip()}\n\n")
 
     def step(self, n: int = 1) -> None:
         """Advance the progress bar (its ETA is the remaining iterations at the current rate)."""

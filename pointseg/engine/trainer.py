@@ -6,6 +6,12 @@ Reproducibility rests on three facts:
   loader generators seeded per epoch, so a resumed run can skip to the exact batch it stopped at;
 - every RNG (torch, numpy, python) is saved in the checkpoint and restored on resume;
 - the checkpoint holds the full optimizer, scheduler and grad-scaler state.
+
+A fault costs at most the iterations since the last save: at an iteration that saves and
+validates, ``last.pth`` is written before validating (a validation that fails is reported, logged
+and does not end the run unless ``train.stop_on_val_error``); a requested stop (SIGINT, SIGTERM)
+ends after the current step with ``last.pth`` written, its validation left for the resumed run;
+and one process at a time writes a run folder (``pointseg.utils.lock``).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import functools
 import logging
 import math
 import os
+import shutil
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -42,15 +50,22 @@ from pointseg.engine.distributed import (
     worker_init_fn,
 )
 from pointseg.engine.legacy import CHECKPOINT_FORMAT
-from pointseg.engine.logger import RunLogger, memory_mb
+from pointseg.engine.logger import ERRORS_LOG, TRAIN_LOG, VAL_LOG, RunLogger, memory_mb
 from pointseg.engine.optim import build_optimizer, build_scheduler, current_lr
 from pointseg.engine.trainer_config import TrainConfig
+from pointseg.utils.comm import all_gather_object
+from pointseg.utils.errors import one_line
+from pointseg.utils.lock import FolderLock
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pth"
 BEST = "best.pth"
+CONFIG_FILE = "config.yaml"
+TENSORBOARD_EVENTS = "events.out.tfevents.*"
+# What a run writes into its folder: all of it (and only it) goes with --overwrite.
+RUN_OUTPUTS = (CHECKPOINT_DIR, CONFIG_FILE, TRAIN_LOG, VAL_LOG, ERRORS_LOG, TENSORBOARD_EVENTS)
 
 def snapshot_name(iteration: int) -> str:
     """File name of the kept checkpoint of one iteration (sorts by iteration)."""
@@ -59,6 +74,24 @@ def snapshot_name(iteration: int) -> str:
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the run stops and the last good checkpoint stays."""
+
+
+class ValidationFailed(RuntimeError):
+    """A validation raised; it ends the run only with ``train.stop_on_val_error``."""
+
+
+def clear_run_outputs(run_dir: Path) -> list[Path]:
+    """Delete what a run wrote into ``run_dir`` (:data:`RUN_OUTPUTS`), nothing else (evaluation
+    folders, notes); returns what was deleted."""
+    removed = []
+    for pattern in RUN_OUTPUTS:
+        for path in sorted(run_dir.glob(pattern)):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 def _seed_for(*parts: int) -> int:
@@ -81,16 +114,24 @@ def first_non_finite(losses: dict[str, torch.Tensor]) -> tuple[str, float] | Non
 class Trainer:
     """Trains ``build_segmentor(cfg, train=True)`` on ``build_dataset(cfg.data, "train", "train")``.
 
-    The run folder holds ``config.yaml``, ``log.jsonl``, ``val.jsonl``, TensorBoard events and
-    ``checkpoints/{last,best}.pth``. Only the main process writes.
+    The run folder holds ``config.yaml``, ``log.jsonl``, ``val.jsonl``, TensorBoard events,
+    ``errors.log`` (tracebacks of failed validations) and ``checkpoints/{last,best}.pth``. Only the
+    main process writes, and it holds the folder's lock from construction to the end of
+    :meth:`train` (or :meth:`close`): a second trainer on the same folder is refused. A fresh run
+    (neither ``resume`` nor ``overwrite``) is refused where checkpoints exist; ``overwrite`` deletes
+    the previous run's outputs first.
     """
 
     def __init__(
-        self, cfg: DictConfig, run_dir: str | os.PathLike, resume: bool = False, device: str | None = None
+        self,
+        cfg: DictConfig,
+        run_dir: str | os.PathLike,
+        resume: bool = False,
+        device: str | None = None,
+        overwrite: bool = False,
     ) -> None:
-        from pointseg.data import build_dataset
-        from pointseg.models.segmentor import build_segmentor
-
+        if resume and overwrite:
+            raise ValueError("--resume continues the run folder's checkpoint, --overwrite deletes it: choose one")
         cfg = complete_config(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -102,14 +143,45 @@ class Trainer:
         self.total = int(self.opts.iterations)
         self.accumulate = int(self.opts.accumulate)
         self.seed = int(cfg.seed)
+        self._lock = FolderLock(self.run_dir, what="training", noun="run folder")
+        self._claim_run_dir(resume, overwrite)
+        try:
+            self._build(resume)
+        except BaseException:
+            self.close()
+            raise
 
+    def _claim_run_dir(self, resume: bool, overwrite: bool) -> None:
+        """Lock the run folder (main process), then refuse to start afresh over its checkpoints, or
+        clear them (``overwrite``). Every process raises the main process's error, if any."""
+        error: BaseException | None = None
+        if self.is_main:
+            try:
+                self._lock.acquire()
+                existing = sorted(p.name for p in self.ckpt_dir.glob("*.pth"))
+                if existing and not resume and not overwrite:
+                    raise FileExistsError(
+                        f"{self.ckpt_dir}: the run folder already holds checkpoints ({', '.join(existing)}); "
+                        "pass --resume to continue it, --overwrite to start again, or choose another --out"
+                    )
+                if overwrite:
+                    clear_run_outputs(self.run_dir)
+            except OSError as e:
+                self._lock.release()
+                error = e
+        if self.dist.world_size > 1:  # the other processes would wait for rank 0 forever
+            main_error = all_gather_object(None if error is None else one_line(error))[0]
+            if error is None and main_error is not None:
+                raise FileExistsError(main_error)
+        if error is not None:
+            raise error
+
+    def _build(self, resume: bool) -> None:
+        from pointseg.data import build_dataset
+        from pointseg.models.segmentor import build_segmentor
+
+        cfg = self.cfg
         last = self.ckpt_dir / LAST
-        if not resume and last.exists():
-            raise FileExistsError(
-                f"{last}: the run folder already holds a checkpoint; pass --resume to continue it "
-                "or choose another --out"
-            )
-
         # Same seed on every process: identical initial weights (DDP also broadcasts them).
         seed_everything(self.seed)
         model = build_segmentor(cfg, train=True)
@@ -144,8 +216,12 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.best_miou = float("-inf")
+        # True while the current iteration's validation is due but not done: saved in last.pth,
+        # so that a run stopped or killed before validating validates first when resumed.
+        self._val_pending = False
         self._batches: Iterator[dict[str, Any]] | None = None
         self._stop_requested = False
+        self.stop_reason: str | None = None
         # Runtime randomness (if any) differs per process; a resume restores it instead.
         seed_everything(_seed_for(self.seed, self.dist.rank, 1))
         if resume and last.exists():
@@ -221,6 +297,7 @@ class Trainer:
             "config": to_plain_dict(self.cfg),
             "etf": find_etf(self.model),
             "best_miou": self.best_miou if math.isfinite(self.best_miou) else None,
+            "val_pending": self._val_pending,
         }
 
     def save(self, *names: str) -> None:
@@ -233,6 +310,15 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.device)
+        try:
+            self._restore(ckpt, path)
+        except (KeyError, TypeError, IndexError, ValueError, RuntimeError) as e:
+            text = one_line(e)
+            if text.startswith(str(path)):
+                raise
+            raise ValueError(f"{path}: cannot resume from this checkpoint ({type(e).__name__}: {text})") from e
+
+    def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
         etf = find_etf(self.model)
         if etf is not None and ckpt.get("etf") is not None and not torch.equal(etf, ckpt["etf"].cpu()):
             raise ValueError(f"{path}: the stored ETF differs from the one this config builds (ceco.etf_seed?)")
@@ -246,6 +332,7 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.iteration = int(ckpt["iteration"])
         self.best_miou = float("-inf") if ckpt.get("best_miou") is None else float(ckpt["best_miou"])
+        self._val_pending = bool(ckpt.get("val_pending", False))
         data = ckpt["rng"]["data"]
         if int(data["seed"]) != self.seed:
             raise ValueError(f"{path}: checkpoint was trained with seed {data['seed']}, config says {self.seed}")
@@ -257,9 +344,19 @@ class Trainer:
             seed_everything(_seed_for(self.seed, self.dist.rank, self.iteration))
 
     # ------------------------------------------------------------------ loop
-    def request_stop(self) -> None:
-        """Stop after the current iteration and save ``last.pth`` (e.g. on SIGTERM)."""
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Stop after the current iteration and save ``last.pth`` (on SIGINT or SIGTERM).
+
+        Only sets a flag, so it is safe to call from a signal handler.
+        """
         self._stop_requested = True
+        self.stop_reason = reason
+
+    def close(self) -> None:
+        """Release the run folder (after stopping the data-loading processes, which share the
+        lock's open file); :meth:`train` does this when it ends."""
+        self._batches = None
+        self._lock.release()
 
     def _check_finite(self, losses: dict[str, torch.Tensor], iteration: int) -> None:
         bad = first_non_finite(losses)
@@ -311,7 +408,11 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, Any]:
-        """Voxel-level mIoU on the val split (scenes sharded over processes, confusion summed)."""
+        """Voxel-level mIoU on the val split (scenes sharded over processes, confusion summed).
+
+        Raises :class:`ValidationFailed` (naming the scene, or the file that could not be read)
+        on every process when any process fails, so none waits for the others forever.
+        """
         from pointseg.data.collate import collate
         from pointseg.evaluation.metrics import SemSegMetric
 
@@ -329,72 +430,135 @@ class Trainer:
             worker_init_fn=worker_init_fn,
             generator=torch.Generator().manual_seed(_seed_for(self.seed, 2**31 - 1, self.dist.rank)),
         )
-        for batch in loader:
-            batch = self._to_device(batch)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                logits = self.model(batch)["logits"]
-            metric.process(logits.argmax(dim=1), batch["segment"])
+        error: Exception | None = None
+        scenes: list[str] | None = None  # the batch being predicted (a loading error names its file)
+        try:
+            for batch in loader:
+                scenes = list(batch["name"])
+                batch = self._to_device(batch)
+                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                    logits = self.model(batch)["logits"]
+                metric.process(logits.argmax(dim=1), batch["segment"])
+                scenes = None
+        except Exception as e:  # out of memory, a broken scene: reported by the caller
+            error = ValidationFailed(f"scene {', '.join(scenes)}: {one_line(e)}" if scenes else one_line(e))
+            error.__cause__ = e
+        finally:
+            self.model.train()
+        if self.dist.world_size > 1:
+            messages = [m for m in all_gather_object(None if error is None else str(error)) if m]
+            if error is None and messages:
+                raise ValidationFailed(f"on another process: {messages[0]}")
+        if error is not None:
+            raise error
         metric.all_reduce()
-        self.model.train()
         return metric.evaluate()
 
+    def _validate_and_save(self, iteration: int, logger: RunLogger, last_saved: bool) -> None:
+        """Validate ``iteration``; keep ``best.pth``; rewrite ``last.pth`` if it was written at this
+        iteration (its validation is no longer pending) or holds a stale best mIoU.
+
+        A failed validation is one console line and a ``val.jsonl`` record (traceback in
+        ``errors.log``); the run goes on unless ``train.stop_on_val_error``.
+        """
+        try:
+            metrics = self.validate()
+        except Exception as e:
+            message = f"iteration {iteration}: validation failed: {one_line(e)}"
+            logger.log_val_error(iteration, message, "".join(traceback.format_exception(e)))
+            if self.opts.stop_on_val_error:
+                self.save(LAST)  # still pending: --resume validates this iteration first
+                barrier()
+                raise ValidationFailed(
+                    f"{message} (train.stop_on_val_error: stopped with {self.ckpt_dir / LAST} saved; "
+                    "--resume validates this iteration again)"
+                ) from e
+            logger.console(f"warning: {message}; training goes on (traceback in {self.run_dir / ERRORS_LOG})")
+            self._val_pending = False
+            names = [LAST] if last_saved else []
+        else:
+            logger.log_val(iteration, metrics)
+            self._val_pending = False
+            miou = float(metrics.get("miou", float("nan")))
+            best = math.isfinite(miou) and miou > self.best_miou
+            if best:
+                self.best_miou = miou
+            names = [LAST, BEST] if best else [LAST] if last_saved else []
+        if names:
+            self.save(*names)
+            barrier()
+
     def train(self, stop_at: int | None = None) -> dict[str, Any]:
-        """Run to ``train.iterations`` (or stop early after ``stop_at``, saving ``last.pth``)."""
+        """Run to ``train.iterations`` (or stop early after ``stop_at`` or a :meth:`request_stop`,
+        saving ``last.pth``). Releases the run folder when it returns or raises."""
+        try:
+            if self.is_main:
+                self._lock.acquire()  # held since construction unless close() was called
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                save_config(self.cfg, self.run_dir / CONFIG_FILE)
+            logger = RunLogger(
+                self.run_dir,
+                self.total,
+                self.iteration,
+                enabled=self.is_main,
+                console_every=int(self.opts.console_every),
+                progress_bar=bool(self.opts.progress_bar),
+                revalidate=self._val_pending,
+            )
+            try:
+                summary = self._loop(logger, stop_at)
+            except BaseException:
+                with contextlib.suppress(OSError):  # a full disk: the loop's error says it first
+                    logger.close()
+                raise
+            logger.close()
+            return summary
+        finally:
+            self.close()
+
+    def _loop(self, logger: RunLogger, stop_at: int | None) -> dict[str, Any]:
         o = self.opts
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / "config.yaml")
-        logger = RunLogger(
-            self.run_dir,
-            self.total,
-            self.iteration,
-            enabled=self.is_main,
-            console_every=int(o.console_every),
-            progress_bar=bool(o.progress_bar),
-        )
         log_every, save_every = int(o.log_every), int(o.save_every)
         val_every, snapshot_every = int(o.val_every), int(o.snapshot_every)
         last_losses: dict[str, float] = {}
-        try:
-            while self.iteration < self.total:
-                lr = current_lr(self.optimizer)
-                t0 = time.perf_counter()
-                losses = self.train_step()
-                it = self.iteration
-                if it % log_every == 0 or it == self.total:
-                    last_losses = self._reduce_losses(losses)
-                    extra = {"time": time.perf_counter() - t0, "memory_mb": memory_mb(self.device)}
-                    logger.log_train(it, lr, last_losses, extra)
-                logger.step()
-                done = it == self.total
-                validated_best = False
-                if self.val_set is not None and ((val_every > 0 and it % val_every == 0) or done):
-                    metrics = self.validate()
-                    logger.log_val(it, metrics)
-                    miou = float(metrics.get("miou", float("nan")))
-                    if math.isfinite(miou) and miou > self.best_miou:
-                        self.best_miou = miou
-                        validated_best = True
-                stop = self._stop_requested or (stop_at is not None and it >= stop_at)
-                if self.dist.world_size > 1:  # a signal may reach the processes at different times
-                    flag = torch.tensor([float(stop)], device=self.device)
-                    stop = bool(all_reduce_(flag, "max").item())
-                names = [LAST] if done or stop or (save_every > 0 and it % save_every == 0) else []
-                if validated_best:
-                    names = [LAST, BEST]
-                if snapshot_every > 0 and it % snapshot_every == 0:
-                    names.append(snapshot_name(it))
-                if names:
-                    self.save(*names)
-                    barrier()
-                if stop and not done:
-                    logger.console(f"stopped at iteration {it}; continue with --resume")
-                    break
-        finally:
-            logger.close()
+        stopped = False
+        if self._val_pending:  # the checkpoint's iteration was saved but not validated
+            if self.val_set is not None:
+                self._validate_and_save(self.iteration, logger, last_saved=True)
+            self._val_pending = False
+        while self.iteration < self.total:
+            lr = current_lr(self.optimizer)
+            t0 = time.perf_counter()
+            losses = self.train_step()
+            it = self.iteration
+            if it % log_every == 0 or it == self.total:
+                last_losses = self._reduce_losses(losses)
+                extra = {"time": time.perf_counter() - t0, "memory_mb": memory_mb(self.device)}
+                logger.log_train(it, lr, last_losses, extra)
+            logger.step()
+            done = it == self.total
+            stop = self._stop_requested or (stop_at is not None and it >= stop_at)
+            if self.dist.world_size > 1:  # a signal may reach the processes at different times
+                flag = torch.tensor([float(stop)], device=self.device)
+                stop = bool(all_reduce_(flag, "max").item())
+            stopped = stop and not done
+            validate = self.val_set is not None and ((val_every > 0 and it % val_every == 0) or done)
+            # Save first: a validation that fails or is killed must not cost the iterations.
+            names = [LAST] if done or stop or (save_every > 0 and it % save_every == 0) else []
+            if snapshot_every > 0 and it % snapshot_every == 0:
+                names.append(snapshot_name(it))
+            self._val_pending = validate
+            if names:
+                self.save(*names)
+                barrier()
+            if validate and not stopped:  # a stop skips it; the resumed run validates first
+                self._validate_and_save(it, logger, last_saved=LAST in names)
+            if stopped:
+                break
         return {
             "iteration": self.iteration,
             "best_miou": self.best_miou if math.isfinite(self.best_miou) else None,
             "losses": last_losses,
             "run_dir": str(self.run_dir),
+            "stopped": stopped,
         }

@@ -27,6 +27,7 @@ class TrainConfig:
     console_every: int = param(100, "iterations between console lines", positive)
     validate: bool = param(True, "voxel-level val mIoU when DATA/val exists; best.pth follows it")
     val_every: int = param(2000, "iterations between validations (and always at the end); 0: only at the end", non_negative)
+    stop_on_val_error: bool = param(False, "[ours] a validation that raises ends the run (after saving last.pth); false: it is reported and logged (val.jsonl, errors.log), training goes on")
     save_every: int = param(1000, "iterations between last.pth saves; 0: only at the end", non_negative)
     snapshot_every: int = param(0, "also keep checkpoints/iter_<it>.pth every N iterations (collapse curves); 0: off", non_negative)
     progress_bar: bool = param(True, "a tqdm bar on the console")

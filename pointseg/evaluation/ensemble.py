@@ -1,8 +1,9 @@
 """Loading the checkpoints of an evaluation: one model, or several voting as an ensemble.
 
 Every checkpoint must have been trained on data prepared the way the evaluation prepares it
-(voxel size, input features) and predict the same label set; a mismatch is an error naming the
-checkpoint, the setting and both values, never a silently partial score.
+(voxel size, input features) and predict the same label set, ScanNet200's unless a label map
+says how its classes map to ScanNet200 (``evaluation.label_map``); a mismatch is an error naming
+the checkpoint, the setting and both values, never a silently partial score.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
 from pointseg.engine.checkpoint import load_for_inference
 from pointseg.engine.config import load_config
+from pointseg.evaluation.label_map import check_label_set
 
 # Settings a checkpoint's model depends on: the evaluation data must be built the same way.
 MUST_MATCH = ("data.voxel_size", "data.features", "model.num_classes", "model.in_channels")
@@ -31,9 +34,11 @@ def load_ensemble(
     overrides: Sequence[str] = (),
     config: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
+    label_map: np.ndarray | None = None,
 ) -> tuple[list[torch.nn.Module], Any]:
     """The evaluation models of ``checkpoints`` and the config the evaluation runs with (``config``
-    if given, else the first checkpoint's), ``overrides`` applied to all of them."""
+    if given, else the first checkpoint's), ``overrides`` applied to all of them. Models whose
+    classes are not ScanNet200's need ``label_map`` (``read_label_map``)."""
     if not checkpoints:
         raise ValueError("load_ensemble: no checkpoint given")
     models, cfgs = [], []
@@ -46,4 +51,5 @@ def load_ensemble(
         for key in MUST_MATCH:
             if _select(c, key) != _select(cfg, key):
                 raise ValueError(f"{path}: {key} is {_select(c, key)!r} but the evaluation uses {_select(cfg, key)!r}")
+    check_label_set(checkpoints[0], int(cfg.model.num_classes), label_map)
     return models, cfg

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pointseg import meta
-from pointseg.preprocessing.raw import mesh_file, raw_scene_dir, raw_scene_list
+from pointseg.preprocessing.raw import RAW_SCAN_FOLDER, mesh_file, raw_scene_dir, raw_scene_list
 from pointseg.utils.io import atomic_path, atomic_write_text
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -124,8 +124,21 @@ def ply_vertex_count(path: str | os.PathLike) -> int:
     raise ValueError(f"{path}: PLY header has no 'element vertex' line")
 
 
+def check_raw_release(raw: str | os.PathLike, split: str) -> None:
+    """Raise (one line) when ``raw`` has no folder of ``split``'s scans: a wrong ``--raw`` is one
+    error, not one "mesh not found" per scene."""
+    folder = Path(raw) / RAW_SCAN_FOLDER[split]
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{raw}: no {RAW_SCAN_FOLDER[split]}/ folder: not a raw ScanNet v2 release with the {split} scans"
+        )
+
+
 def raw_vertex_counts(raw: str | os.PathLike, split: str = "test") -> tuple[dict[str, int], list[str]]:
-    """``{scene: mesh vertex count}`` from the PLY headers of a raw release, and the problems met."""
+    """``{scene: mesh vertex count}`` from the PLY headers of a raw release, and the problems met.
+
+    Raises when ``raw`` is not a release holding the split's scans (:func:`check_raw_release`)."""
+    check_raw_release(raw, split)
     counts: dict[str, int] = {}
     problems: list[str] = []
     for scene in raw_scene_list(raw, split):

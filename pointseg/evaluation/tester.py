@@ -29,13 +29,16 @@ from pointseg.evaluation.report import (
     write_metrics_json,
 )
 from pointseg.evaluation.submission import (
+    check_raw_release,
     raw_vertex_counts,
     validate_submission,
     write_prediction_txt,
     write_submission_from_txt,
 )
+from pointseg.meta import NUM_CLASSES
 from pointseg.preprocessing.raw import raw_scene_list
 from pointseg.utils.comm import all_gather_object, barrier
+from pointseg.utils.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +86,12 @@ def predict_split(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    label_map: np.ndarray | None = None,
 ) -> Iterator[ScenePrediction]:
     """Predict this process's share of the scenes of ``dataset`` (a test-mode ``ScanNet200Dataset``,
-    with or without fragments). A scene that fails yields its error; the others go on."""
+    with or without fragments). A scene that fails yields its error; the others go on.
+    ``label_map`` (model class → ScanNet200 class) maps the predictions of a model of another
+    label set."""
     mine = list(range(rank, len(dataset.scenes), world_size))
     bar = tqdm(mine, desc=f"{dataset.split} scenes", unit="scene", disable=not progress or rank != 0)
     for i in bar:
@@ -94,9 +100,10 @@ def predict_split(
         try:
             data = load_scene(folder)
             prob = predict_scene(models, data, dataset.transforms, views, num_classes, device, dataset.rng(i))
-            yield ScenePrediction(folder.name, prob.argmax(dim=1).cpu().numpy(), data.get("segment"))
+            pred = prob.argmax(dim=1).cpu().numpy()
+            yield ScenePrediction(folder.name, pred if label_map is None else label_map[pred], data.get("segment"))
         except Exception as e:  # reported per scene at the end; the other scenes still run
-            yield ScenePrediction(folder.name, error=f"{type(e).__name__}: {e}")
+            yield ScenePrediction(folder.name, error=f"{type(e).__name__}: {one_line(e)}")
     bar.close()
 
 
@@ -152,21 +159,26 @@ def evaluate_split(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    label_map: np.ndarray | None = None,
 ) -> SplitResult:
     """Predict, then score (labelled splits) or submit (the test split): the three steps above.
 
     Labelled splits get ``metrics.json``, ``confusion.npz`` and ``per_class_iou.png``; the test
     split gets ``submission.zip``, validated. Processes share the scenes; rank 0 sums and writes.
+    With ``label_map`` the models predict ``num_classes`` classes mapped into ScanNet200's, which
+    are scored.
     """
     out_dir = Path(out_dir)
     is_test = dataset.split == "test"
+    if is_test and raw is not None:
+        check_raw_release(raw, dataset.split)  # before predicting every scene, not after
     txt_dir = out_dir / (PREDICTIONS_DIR if save_predictions or not is_test else STAGING_DIR)
     write_txt = save_predictions or is_test
-    metric = SemSegMetric(num_classes)
+    metric = SemSegMetric(num_classes if label_map is None else NUM_CLASSES)
     result = SplitResult(scenes=list(dataset.names))
     failed: dict[str, str] = {}
     unlabelled: list[str] = []
-    for p in predict_split(models, dataset, views, num_classes, device, rank, world_size, progress):
+    for p in predict_split(models, dataset, views, num_classes, device, rank, world_size, progress, label_map):
         if p.error is not None:
             failed[p.name] = p.error
             continue

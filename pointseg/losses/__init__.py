@@ -35,7 +35,10 @@ DEFAULT_LOSS = [{"name": "cross_entropy", "weight": 1.0}]
 
 def check_losses(items: Any) -> str | None:
     """What is wrong with a ``loss`` list ``[{name, weight, **kwargs}, ...]``, or None."""
-    return check_registry_list(_plain(items), LOSSES, reserved=("weight",))
+    items = _plain(items)
+    if isinstance(items, (list, tuple)) and not items:
+        return "must name at least one loss"
+    return check_registry_list(items, LOSSES, reserved=("weight",))
 
 
 class Criteria(nn.Module):

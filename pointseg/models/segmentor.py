@@ -136,8 +136,8 @@ def build_segmentor(cfg: Mapping[str, Any] | Any, train: bool = True) -> Segment
     """
     model = typed(ModelConfig, cfg.get("model"), "model")
     validate_section(ModelConfig, model, "model")
-    data = cfg.get("data") or {}
-    features = data.get("features") or ["color"]
+    data = cfg.get("data") or {}  # a partial config may lack the section or the key, never empty them
+    features = data.get("features") if data.get("features") is not None else ["color"]
     in_channels = resolve_in_channels(model.in_channels, list(features))
     ceco = ceco_section(cfg.get("ceco"))
     head = resolve_head(ceco)
@@ -150,7 +150,7 @@ def build_segmentor(cfg: Mapping[str, Any] | Any, train: bool = True) -> Segment
     classifier = build_point_classifier(
         model.point_classifier, feature_dim, model.num_classes, head.proj_dim, head.alpha, ceco.etf_seed
     )
-    criteria = build_criteria(cfg.get("loss") or DEFAULT_LOSS)
+    criteria = build_criteria(cfg.get("loss") if cfg.get("loss") is not None else DEFAULT_LOSS)
     center_loss = None
     if train and ceco.enabled:
         root = data.get("root")

@@ -11,10 +11,14 @@ Output per scene, written atomically (the folder appears complete or not at all)
 ``DATA/<split>/<scene>/coord.npy`` float32 (N,3), ``color.npy`` uint8 (N,3), ``normal.npy``
 float32 (N,3) unit, and for train/val ``segment200.npy`` int16 (N,) class index or −1 and
 ``instance.npy`` int32 (N,) segGroup id or −1. Vertex order is the mesh's.
+
+One run at a time writes an output folder (a lock on ``DATA/.lock``); a run first removes the
+temporary folders a killed run left in ``DATA/<split>/``.
 """
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,11 @@ from pointseg.preprocessing.raw import (
     raw_scene_list,
     read_raw_scene,
 )
+from pointseg.utils.errors import one_line
+from pointseg.utils.io import remove_temporaries
+from pointseg.utils.lock import FolderLock
+
+log = logging.getLogger(__name__)
 
 LABELLED_SPLITS = ("train", "val")
 
@@ -51,10 +60,12 @@ class PreprocessSummary:
     unknown_categories: list[str] = field(default_factory=list)
     missing_splits: list[str] = field(default_factory=list)
     stats_path: Path | None = None
+    removed_temporaries: int = 0  # left by a killed run
+    stats_error: str | None = None  # writing stats.json failed (one line)
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and self.stats_error is None
 
     def report(self) -> str:
         """Human-readable summary, one fact per line."""
@@ -152,14 +163,26 @@ def preprocess_scannet200(
     Finished scene folders are skipped unless ``overwrite``; statistics always cover every
     finished scene of the lists, so they are complete after a rerun. ``workers > 1`` runs scenes
     in that many processes. Raises ``FileNotFoundError`` when ``raw`` has neither ``scans/`` nor
-    ``scans_test/`` (almost surely a wrong path); scene problems never raise, they are in
-    ``summary.failed``.
+    ``scans_test/`` (almost surely a wrong path), ``OSError`` when ``out`` cannot be written or
+    another run writes it; scene problems never raise, they are in ``summary.failed``, and a
+    ``stats.json`` that cannot be written is ``summary.stats_error``.
     """
     raw, out = Path(raw), Path(out)
     if not any((raw / d).is_dir() for d in set(RAW_SCAN_FOLDER.values())):
         raise FileNotFoundError(f"{raw}: no scans/ or scans_test/ folder: not a ScanNet v2 release")
     lists = {split: raw_scene_list(raw, split) for split in meta.SCENE_SPLITS}
+    with FolderLock(out, what="preprocessing", noun="output folder"):
+        return _preprocess(raw, out, lists, workers, align, overwrite, progress)
+
+
+def _preprocess(
+    raw: Path, out: Path, lists: dict[str, tuple[str, ...]], workers: int, align: bool, overwrite: bool, progress: bool
+) -> PreprocessSummary:
     summary = PreprocessSummary()
+    for folder in (out, *(out / split for split in meta.SCENE_SPLITS)):
+        summary.removed_temporaries += len(remove_temporaries(folder))
+    if summary.removed_temporaries:
+        log.info("%s: removed %d temporary file(s) or folder(s) an interrupted run left", out, summary.removed_temporaries)
     tasks: list[SceneTask] = []
     for split in meta.SCENE_SPLITS:
         if not (raw / RAW_SCAN_FOLDER[split]).is_dir():
@@ -187,7 +210,10 @@ def preprocess_scannet200(
             summary.failed[task.scene] = res.error
     summary.unknown_categories = sorted(unknown_names)
 
-    summary.stats_path = write_stats(out, lists, LABELLED_SPLITS)
+    try:
+        summary.stats_path = write_stats(out, lists, LABELLED_SPLITS)
+    except (OSError, ValueError) as e:  # the scenes' summary is still worth reporting
+        summary.stats_error = one_line(e)
     return summary
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from plyfile import PlyData, PlyElement, PlyParseError
 
 from pointseg import meta
+from pointseg.data.scene import check_folder_name
 from pointseg.utils.io import atomic_path, atomic_write_text
 
 # Over-segmentation parameters of the ScanNet release, written into segs.json for fidelity only.
@@ -53,7 +54,13 @@ def raw_scene_list(raw: str | os.PathLike | None, split: str) -> tuple[str, ...]
     if raw is not None:
         f = Path(raw) / f"scannetv2_{split}.txt"
         if f.is_file():
-            return tuple(s.strip() for s in f.read_text(encoding="utf-8").splitlines() if s.strip())
+            scenes = tuple(s.strip() for s in f.read_text(encoding="utf-8").splitlines() if s.strip())
+            for scene in scenes:  # a name like ../x would be written outside the output folder
+                try:
+                    check_folder_name(scene)
+                except ValueError as e:
+                    raise ValueError(f"{f}: {e}") from None
+            return scenes
     return meta.official_scene_list(split)
 
 

@@ -41,6 +41,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+# Names atomic_path gives its temporaries (".<name>.<random>.tmp") and a folder being replaced
+# (".<name>.old.<pid>"): what a process killed mid-write leaves behind.
+TEMPORARY_GLOBS = (".*.tmp", ".*.old.*")
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries :func:`atomic_path` left in ``folder`` (not below it) when its
+    writer was killed; returns them. Only call it while no other process writes there."""
+    removed = []
+    for pattern in TEMPORARY_GLOBS:
+        for path in sorted(Path(folder).glob(pattern)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
