@@ -102,17 +102,22 @@ def test_val_is_repeatable_and_test_keeps_inverse(data_root):
     cfg = {
         "root": str(data_root),
         "voxel_size": 0.05,
-        "test_transforms": [{"name": "NormalizeColor"}, {"name": "ToFeature"}, {"name": "Voxelize", "fragments": True}],
+        "test_transforms": [{"name": "NormalizeColor"}, {"name": "ToFeature"}, {"name": "Voxelize"}],
     }
     val = build_dataset(cfg, "val", "val")
     first = val[0]
     val.set_epoch(5)
     np.testing.assert_array_equal(val[0]["coord"], first["coord"])
     assert "inverse" not in first and "fragments" not in first and "segment" in first
-    test = build_dataset(cfg, "test", "test")
+    test = build_dataset(cfg, "test", "test", fragments=True)
     sample = test[0]
     assert sample["num_points"] == 800 and sample["inverse"].shape == (800,)
     assert "segment" not in sample and len(sample["fragments"]) >= 1
+    assert "fragments" not in build_dataset(cfg, "test", "test")[0]
+    with pytest.raises(ValueError, match="fragments are chosen when the test dataset is built"):
+        build_dataset({**cfg, "test_transforms": [{"name": "Voxelize", "fragments": True}]}, "test", "test")
+    with pytest.raises(ValueError, match="fragments are a test-mode output"):
+        build_dataset(cfg, "val", "val", fragments=True)
     with pytest.raises(ValueError, match="voxel_size"):
         build_dataset({**cfg, "test_transforms": [{"name": "Voxelize", "voxel_size": 0.1}]}, "val", "val")
     with pytest.raises(ValueError, match="data.root"):

@@ -132,6 +132,11 @@ def _fill_pipeline(items: list[dict], mode: str, voxel_size: float, features: li
                 raise ValueError(
                     f"data: Voxelize voxel_size {item['voxel_size']} differs from data.voxel_size {voxel_size}"
                 )
+            if "fragments" in item:
+                raise ValueError(
+                    "data: Voxelize fragments are chosen when the test dataset is built "
+                    "(build_dataset(..., fragments=True); pointseg-test --no-fragments), not in the config"
+                )
             item["mode"] = "test" if mode == "test" else "train"
             item["fragments"] = fragments
         elif name == "ToFeature":
