@@ -24,7 +24,7 @@ import torch
 from pointseg.cli.common import add_common, run_command, split_overrides
 from pointseg.data.dataset import build_dataset
 from pointseg.engine.distributed import cleanup, init_distributed
-from pointseg.evaluation.ensemble import load_ensemble
+from pointseg.engine.ensemble import load_ensemble
 from pointseg.evaluation.inference import tta_views
 from pointseg.evaluation.label_map import read_label_map
 from pointseg.evaluation.report import format_table
