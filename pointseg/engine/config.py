@@ -15,6 +15,7 @@ set each value (``tools/train.py --print-config``).
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from pointseg.utils.schema import (
 BASE_KEY = "_base_"
 DEFAULT = "default"
 OVERRIDE = "command line"
+_ABSENT = object()
 
 
 @dataclass
@@ -146,14 +148,9 @@ def apply_override(cfg: DictConfig, item: str, sources: dict[str, str] | None = 
 
 
 def _closest_full(key: str) -> str | None:
-    import difflib
-
     full = [k for k, _ in leaves(ExperimentConfig)]
     match = difflib.get_close_matches(key, full, n=1, cutoff=0.6)
     return match[0] if match else None
-
-
-_ABSENT = object()
 
 
 def compose(layers: Iterable[tuple[str, Any]], overrides: Iterable[str] = ()) -> tuple[DictConfig, dict[str, str]]:
