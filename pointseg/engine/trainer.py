@@ -62,7 +62,15 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "save_every": 500,
     "snapshot_every": 0,  # also keep checkpoints/iter_<it>.pth every N iterations (0 = off)
     "progress_bar": True,
+    # CPU threads of torch's intra-op pool (torch.set_num_threads): an int; "auto" = the usable
+    # cores of this process (divided among torchrun's processes on the node) minus
+    # data.num_workers, at least 1, so compute and loader workers do not compete for cores;
+    # None = leave the process's setting as it is.
+    "threads": None,
 }
+# DataLoader worker processes when the config does not set data.num_workers (0 = load in the
+# training process).
+DEFAULT_NUM_WORKERS = 0
 
 
 def snapshot_name(iteration: int) -> str:
@@ -79,6 +87,17 @@ def _seed_for(*parts: int) -> int:
     import numpy as np
 
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def intra_op_threads(setting: int | str, num_workers: int) -> int:
+    """``train.threads`` as a thread count (see ``TRAIN_DEFAULTS``)."""
+    if setting == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        return max(1, per_process - num_workers)
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise ValueError(f"train.threads must be a positive integer or 'auto', got {setting!r}")
+    return setting
 
 
 def first_non_finite(losses: dict[str, torch.Tensor]) -> tuple[str, float] | None:
@@ -119,6 +138,12 @@ class Trainer:
         if self.accumulate < 1:
             raise ValueError(f"train.accumulate must be >= 1, got {self.accumulate}")
         self.seed = int(cfg.seed)
+        self.num_workers = int(cfg.data.get("num_workers", DEFAULT_NUM_WORKERS))
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.opts["threads"] is not None:
+            torch.set_num_threads(intra_op_threads(self.opts["threads"], self.num_workers))
+        self.threads = torch.get_num_threads()
 
         last = self.ckpt_dir / LAST
         if not resume and last.exists():
@@ -185,13 +210,12 @@ class Trainer:
         indices = list(sampler)
         drop_last = bool(self.cfg.data.get("drop_last", True)) and len(indices) >= self.batch_size
         indices = indices[start_batch * self.batch_size :]
-        workers = int(self.cfg.data.get("num_workers", 0))
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
             sampler=indices,
             collate_fn=functools.partial(collate, max_points=self.cfg.data.get("max_points")),
-            num_workers=workers,
+            num_workers=self.num_workers,
             worker_init_fn=worker_init_fn,
             generator=torch.Generator().manual_seed(_seed_for(self.seed, epoch, self.dist.rank)),
             drop_last=drop_last,
@@ -341,7 +365,7 @@ class Trainer:
             batch_size=int(self.cfg.data.get("val_batch_size", 1)),
             sampler=indices,
             collate_fn=collate,
-            num_workers=int(self.cfg.data.get("num_workers", 0)),
+            num_workers=self.num_workers,
             worker_init_fn=worker_init_fn,
             generator=torch.Generator().manual_seed(_seed_for(self.seed, 2**31 - 1, self.dist.rank)),
         )
