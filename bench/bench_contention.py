@@ -8,8 +8,8 @@ crosses one epoch boundary and pays one loader start), timed as the mean of ``ST
 
 * ``before``: the config as it was (backend ``auto``, 2 intra-op threads, data loaded in the
   training process);
-* ``config``: the config as it is now;
-* the other splits of two cores between compute threads and a loader worker.
+* ``config``: the config as it is now (a loader worker, intra-op threads ``auto``: 1 on 2 cores);
+* the config without the loader worker, and the config on the ``torch`` backend.
 
 Each setting runs idle and with one competing process (a Python spin loop started here, with no
 CPU affinity, killed after the measurement), interleaved over ``REPEATS`` rounds in one process.
@@ -32,32 +32,22 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_profile import CONFIG, load_average  # noqa: E402
+from bench_profile import CONFIG, load_average, make_synthetic_data  # noqa: E402
 from common import write_results  # noqa: E402
 
 from pointseg.engine.config import load_config  # noqa: E402
 from pointseg.engine.trainer import Trainer  # noqa: E402
 
-SCENES, VERTICES = 24, 40000  # the demo's train split
+SCENES = 24  # the demo's train split (scenes of bench_profile.VERTICES vertices)
 STEPS, WARMUP, REPEATS = 12, 2, 2
-SPIN_LIMIT_S = 120  # the competitor ends itself after this even if this script dies
-# name → config overrides (None: as in the config)
+SPIN_LIMIT_S = 900  # the competitor ends itself after this even if this script dies
+# name → config overrides ([]: the config as it is)
 SETTINGS: dict[str, list[str]] = {
     "before": ["model.backend=auto", "train.threads=2", "data.num_workers=0"],
     "config": [],
-    "torch, 2 threads, 0 workers": ["model.backend=torch", "train.threads=2", "data.num_workers=0"],
-    "torch, 1 thread, 0 workers": ["model.backend=torch", "train.threads=1", "data.num_workers=0"],
-    "torch, 2 threads, 1 worker": ["model.backend=torch", "train.threads=2", "data.num_workers=1"],
+    "config, loading in the training process": ["train.threads=1", "data.num_workers=0"],
+    "config on the torch backend": ["model.backend=torch"],
 }
-
-
-def make_data(out: Path) -> Path:
-    from pointseg.preprocessing.preprocess import preprocess_scannet200
-    from pointseg.synthetic import generate_synthetic_scannet
-
-    generate_synthetic_scannet(out / "raw", train=SCENES, val=0, test=0, seed=0, vertices=VERTICES, workers=2, progress=False)
-    preprocess_scannet200(out / "raw", out / "data", workers=2, progress=False)
-    return out / "data"
 
 
 def start_competitor() -> subprocess.Popen:
@@ -87,7 +77,7 @@ def main() -> dict:
     print(f"load average at start: {load_average()}")
     work = Path(tempfile.mkdtemp(prefix="bench_contention_"))
     try:
-        data_root = make_data(work)
+        data_root = make_synthetic_data(work, SCENES)
         trainers = {}
         for name, overrides in SETTINGS.items():
             cfg = load_config(CONFIG, [f"data.root={data_root}", "train.validate=false", "train.progress_bar=false",
@@ -103,6 +93,7 @@ def main() -> dict:
                     finally:
                         if competitor is not None:
                             stop(competitor)
+                    print(f"  round {r + 1}, {name}, {condition}: {times[name][condition][-1]:.3f} s/it", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -122,12 +113,12 @@ def main() -> dict:
               f"{1 / r['idle_s']:.2f} | {r['busy_s']:.3f} | {r['busy_over_idle']:.2f}× |")
     c, b = rows["config"], rows["before"]
     print("\nREADME lines:")
-    print(f"| **Training** synthetic config (MinkUNet14S, 5 cm, batch 2), idle: before ({b['backend']}, "
-          f"{b['threads']} threads, loading in the training process) / now ({c['backend']}, {c['threads']} thread(s), "
-          f"{c['num_workers']} loader worker(s)) | {1 / b['idle_s']:.2f} / {1 / c['idle_s']:.2f} it/s: "
-          f"{speedup:.2f}× | ≥ 1.5× {'✔' if speedup >= 1.5 else '✘'} |")
-    print(f"| same, one competing busy process: slowdown before / now | {b['busy_over_idle']:.2f}× / "
-          f"{c['busy_over_idle']:.2f}× | ≤ 1.3× {'✔' if c['busy_over_idle'] <= 1.3 else '✘'} |")
+    print(f"| **Training** synthetic config, iterations/s on the idle machine: before ({b['backend']}, "
+          f"{b['threads']} threads, loading in the training process) / now ({c['threads']} compute thread(s) + "
+          f"{c['num_workers']} loader worker(s), `{c['backend']}`) (`bench_contention.py`) | {1 / b['idle_s']:.2f} / "
+          f"{1 / c['idle_s']:.2f} it/s: {speedup:.2f}× | ≥ 1.5× {'✔' if speedup >= 1.5 else '✘'} |")
+    print(f"| same beside one competing busy process: slowdown against idle, before / now | "
+          f"{b['busy_over_idle']:.2f}× / {c['busy_over_idle']:.2f}× | ≤ 1.3× {'✔' if c['busy_over_idle'] <= 1.3 else '✘'} |")
     print(f"\nload average at end: {load_average()}")
     result = {"settings": rows, "speedup_config_over_before": speedup, "target_speedup": 1.5,
               "target_busy_over_idle": 1.3, "load_average_end": load_average()}

@@ -10,10 +10,11 @@ of the work of a full ``(M, 27·C)`` im2col). The pairs are cut into chunks of a
 ``CHUNK_PAIRS`` by contiguous ranges of output rows and, inside a chunk, grouped by offset. Per
 chunk: one ``index_select`` of all its input rows into a reused work buffer, one GEMM per offset
 segment into a second work buffer, and one sparse CSR matrix product (``addmm_``) that sums the
-products into the chunk's output rows. Compared with gather → matmul → ``index_add_`` per
-offset this replaces 26 scatter calls by a few CSR products (MKL on x86 CPUs, 3-5× faster than
-``index_add_``, which sorts its index on every call) and lets the big temporaries reuse the same
-memory instead of page-faulting fresh allocations (which cost as much as the GEMMs themselves).
+products into the chunk's output rows. Measured on CPU at 155 k voxels against the former
+gather → matmul → ``index_add_`` per offset: the CSR product is 3-6× faster than ``index_add_``,
+and gathers and GEMMs into reused memory 2.5-3× faster than into fresh allocations (whose page
+faults cost as much as the GEMMs themselves). The work buffers stay allocated for the process,
+each at most about ``CHUNK_PAIRS`` × the widest layer's channels.
 
 A custom autograd Function keeps only the features and the map for backward (no gathered copies
 are stored). Backward uses that the pairs of offset ``k`` are the pairs of the mirrored offset
