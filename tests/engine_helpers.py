@@ -88,7 +88,9 @@ def tiny_config(root: Path, **train: object):
         "loss": [{"name": "cross_entropy", "weight": 1.0}],
         "optim": {"name": "SGD", "lr": 0.05},
         "sched": {"name": "poly", "warmup_iters": 2},
-        "train": {"iterations": 6, "log_every": 1, "val_every": 0, "save_every": 3, "progress_bar": False},
+        # threads null: leave the test's own thread setting (one thread, see conftest.tiny_backbone)
+        "train": {"iterations": 6, "log_every": 1, "val_every": 0, "save_every": 3, "progress_bar": False,
+                  "threads": None},
     }
     cfg["train"].update(train)
     return config_from_dict(cfg, source="test config")

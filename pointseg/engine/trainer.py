@@ -101,6 +101,16 @@ def _seed_for(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+def intra_op_threads(setting: int | str, num_workers: int) -> int:
+    """``train.threads`` as a thread count: ``auto`` is the usable cores of this process (divided
+    among torchrun's processes on the node) minus the loader workers, at least 1."""
+    if setting == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        return max(1, per_process - num_workers)
+    return int(setting)
+
+
 def first_non_finite(losses: dict[str, torch.Tensor]) -> tuple[str, float] | None:
     """Name and value of the first non-finite loss term (the named terms before the total)."""
     order = [k for k in losses if k != "loss"] + (["loss"] if "loss" in losses else [])
@@ -143,6 +153,10 @@ class Trainer:
         self.total = int(self.opts.iterations)
         self.accumulate = int(self.opts.accumulate)
         self.seed = int(cfg.seed)
+        self.num_workers = int(cfg.data.num_workers)
+        if self.opts.threads is not None:
+            torch.set_num_threads(intra_op_threads(self.opts.threads, self.num_workers))
+        self.threads = torch.get_num_threads()
         self._lock = FolderLock(self.run_dir, what="training", noun="run folder")
         self._claim_run_dir(resume, overwrite)
         try:
@@ -244,13 +258,12 @@ class Trainer:
         indices = list(sampler)
         drop_last = self.cfg.data.drop_last and len(indices) >= self.batch_size
         indices = indices[start_batch * self.batch_size :]
-        workers = int(self.cfg.data.num_workers)
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
             sampler=indices,
             collate_fn=functools.partial(collate, max_points=self.cfg.data.max_points),
-            num_workers=workers,
+            num_workers=self.num_workers,
             worker_init_fn=worker_init_fn,
             generator=torch.Generator().manual_seed(_seed_for(self.seed, epoch, self.dist.rank)),
             drop_last=drop_last,
@@ -426,7 +439,7 @@ class Trainer:
             batch_size=int(self.cfg.data.val_batch_size),
             sampler=indices,
             collate_fn=collate,
-            num_workers=int(self.cfg.data.num_workers),
+            num_workers=self.num_workers,
             worker_init_fn=worker_init_fn,
             generator=torch.Generator().manual_seed(_seed_for(self.seed, 2**31 - 1, self.dist.rank)),
         )

@@ -9,6 +9,12 @@ from typing import Any, Optional
 from pointseg.utils.schema import non_negative, param, positive
 
 
+def _threads(v: Any) -> str | None:
+    if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return None
+    return "must be a positive integer, auto, or null"
+
+
 def _sync_bn(v: Any) -> str | None:
     return None if v in (True, False, "auto") else "must be true, false or auto"
 
@@ -31,3 +37,10 @@ class TrainConfig:
     save_every: int = param(1000, "iterations between last.pth saves; 0: only at the end", non_negative)
     snapshot_every: int = param(0, "also keep checkpoints/iter_<it>.pth every N iterations (collapse curves); 0: off", non_negative)
     progress_bar: bool = param(True, "a tqdm bar on the console")
+    threads: Any = param(
+        "auto",
+        "[ours] torch's intra-op CPU threads: auto = usable cores (shared among torchrun's processes) minus "
+        "data.num_workers, at least 1, so compute and loaders do not compete (on a busy 2-core machine two "
+        "threads stall 5-18x); an int; null: leave the process's setting",
+        _threads,
+    )

@@ -1,0 +1,83 @@
+"""Loader workers and intra-op threads: ``data.num_workers`` changes nothing but where batches are made."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from engine_helpers import tiny_config
+from torch.utils.data import DataLoader, Dataset
+
+from pointseg.engine.distributed import worker_init_fn
+from pointseg.engine.trainer import Trainer, intra_op_threads
+
+pytestmark = pytest.mark.usefixtures("tiny_backbone")
+
+
+def test_intra_op_threads(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert intra_op_threads("auto", 1) == 3
+    assert intra_op_threads("auto", 0) == 4
+    assert intra_op_threads("auto", 8) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes share the 4 cores
+    assert intra_op_threads("auto", 1) == 1
+    assert intra_op_threads(3, 5) == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, "many", True])
+def test_bad_threads_setting_is_an_error_naming_the_key(data_root, bad):
+    with pytest.raises(ValueError, match="train.threads must be a positive integer, auto, or null"):
+        tiny_config(data_root, threads=bad)
+
+
+def test_trainer_applies_train_threads(data_root, tmp_path):
+    trainer = Trainer(tiny_config(data_root, threads=1), tmp_path / "one")
+    assert trainer.threads == torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    untouched = Trainer(tiny_config(data_root), tmp_path / "default")  # threads unset: left alone
+    assert untouched.threads == 2
+
+
+class _Threads(Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        return torch.get_num_threads()
+
+
+def test_loader_workers_compute_on_one_thread():
+    """Workers must not start an intra-op pool of their own beside the training threads."""
+    torch.set_num_threads(2)
+    loader = DataLoader(_Threads(), batch_size=None, num_workers=1, worker_init_fn=worker_init_fn)
+    assert list(loader) == [1, 1]
+
+
+def _with_workers(cfg, workers: int):
+    cfg.data.num_workers = workers
+    return cfg
+
+
+def test_worker_batches_equal_in_process_batches(data_root, tmp_path):
+    """Same samples, augmentations and order (3 epochs of 2 scenes) with and without a worker."""
+    a = Trainer(_with_workers(tiny_config(data_root), 0), tmp_path / "a")
+    b = Trainer(_with_workers(tiny_config(data_root), 1), tmp_path / "b")
+    for _ in range(6):
+        x, y = a._next_batch(), b._next_batch()
+        assert x["name"] == y["name"]
+        for key in ("coords", "feat", "segment"):
+            assert torch.equal(x[key], y[key]), key
+
+
+def test_stop_and_resume_with_a_worker_equals_in_process_run(data_root, tmp_path):
+    straight = Trainer(_with_workers(tiny_config(data_root, iterations=5, save_every=0), 0), tmp_path / "straight")
+    straight.train()
+    run = tmp_path / "worker"
+    Trainer(_with_workers(tiny_config(data_root, iterations=5, save_every=0), 1), run).train(stop_at=3)
+    resumed = Trainer(_with_workers(tiny_config(data_root, iterations=5, save_every=0), 1), run, resume=True)
+    resumed.train()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
