@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pointseg.engine.config import config_from_dict
 from pointseg.models import BACKBONES
@@ -98,3 +99,30 @@ def tiny_config(root: Path, **train: object):
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def make_tiny_run(root: Path, n_points: int = 400) -> tuple[Path, list[Path], np.ndarray]:
+    """One labelled val scene and two untrained checkpoints of the synthetic baseline config."""
+    from pointseg.engine.config import load_config, to_plain_dict
+    from pointseg.models.segmentor import build_segmentor
+    from pointseg.utils.io import save_npy
+
+    rng = np.random.default_rng(0)
+    coord = rng.uniform(0, 2, (n_points, 3)).astype(np.float32)
+    seg = (coord[:, 0] > 1) * 3 + (coord[:, 1] > 1) * 1 + (coord[:, 2] > 1) * 60  # classes 0,1,3,4,60,...
+    seg[rng.random(n_points) < 0.05] = -1
+    normal = rng.normal(size=(n_points, 3))
+    scene = root / "data" / "val" / "scene0000_00"
+    save_npy(scene / "coord.npy", coord)
+    save_npy(scene / "color.npy", rng.integers(0, 256, (n_points, 3)).astype(np.uint8))
+    save_npy(scene / "normal.npy", (normal / np.linalg.norm(normal, axis=1, keepdims=True)).astype(np.float32))
+    save_npy(scene / "segment200.npy", seg.astype(np.int64))
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "baseline.yaml", [f"data.root={root / 'data'}", "model.backend=torch"])
+    torch.manual_seed(0)
+    state = build_segmentor(cfg, train=True).state_dict()
+    ckpts = []
+    for it in (100, 200):
+        state["classifier.weight"] = torch.randn_like(state["classifier.weight"])
+        ckpts.append(root / f"ckpt_{it}.pth")
+        torch.save({"format": 2, "model": state, "config": to_plain_dict(cfg), "iteration": it}, ckpts[-1])
+    return root / "data", ckpts, seg

@@ -141,7 +141,7 @@ def test_cli_writes_plys_and_png_and_names_bad_files(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_predicts_with_a_checkpoint(tmp_path):
-    from test_analysis_collapse import make_tiny_run
+    from engine_helpers import make_tiny_run
 
     from pointseg.data import grid_coordinates, voxelize
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plyfile import PlyData
+from raw_helpers import UNKNOWN_LABEL, grid_mesh, make_release, write_grid_scene
 
 from pointseg import meta
 from pointseg.preprocessing import raw as rawmod
@@ -23,52 +24,11 @@ from pointseg.preprocessing.raw import RawSceneError, read_raw_scene, write_raw_
 REPO = Path(__file__).resolve().parents[1]
 NAMES = meta.class_table().name
 CHAIR, WALL, TABLE, BOOK = (NAMES.index(n) for n in ("chair", "wall", "table", "book"))
-UNKNOWN_LABEL = "no such raw category"
 NON200_LABEL = "drawer"  # a tsv row (id 25) that is not one of the 200 classes
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def grid_mesh(n: int = 4, z: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """n x n vertices on the plane z, two counter-clockwise triangles per cell (normal +z)."""
-    ii, jj = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    vertices = np.stack([jj.ravel(), ii.ravel(), np.full(n * n, z)], axis=1).astype(np.float64)
-    faces = []
-    for i in range(n - 1):
-        for j in range(n - 1):
-            a, b, c, d = i * n + j, i * n + j + 1, (i + 1) * n + j, (i + 1) * n + j + 1
-            faces += [(a, b, d), (a, d, c)]
-    return vertices, np.array(faces, dtype=np.int64)
-
-
-def write_grid_scene(scans: Path, scene: str, groups=None, labelled: bool = True, axis=None, offset: float = 0.0):
-    """4x4 grid; vertex row r has segment id 100 + r. Default groups: row 0 chair, row 1 wall,
-    row 2 unknown raw category, row 3 in no group."""
-    vertices, faces = grid_mesh(4)
-    vertices[:, 0] += offset
-    colors = (np.arange(48).reshape(16, 3) * 5).astype(np.uint8)
-    if groups is None:
-        groups = [
-            {"id": 0, "segments": [100], "label": "chair"},
-            {"id": 1, "segments": [101], "label": "wall"},
-            {"id": 2, "segments": [102], "label": UNKNOWN_LABEL},
-        ]
-    seg = 100 + np.arange(16) // 4
-    if labelled:
-        write_raw_scene(scans / scene, scene, vertices, colors, faces, seg, groups, axis)
-    else:
-        write_raw_scene(scans / scene, scene, vertices, colors, faces, axis_alignment=axis)
-    return vertices, colors, faces
-
-
-def make_release(root: Path, train=(), val=(), test=()) -> Path:
-    """A release folder with scene lists; scenes are written by the caller."""
-    (root / "scans").mkdir(parents=True, exist_ok=True)
-    for split, scenes in (("train", train), ("val", val), ("test", test)):
-        (root / f"scannetv2_{split}.txt").write_text("".join(s + "\n" for s in scenes))
-    return root
 
 
 def official_reference(seg_indices, groups):

@@ -605,7 +605,7 @@ def test_visualize_refuses_a_scene_path_and_writes_nothing(scene, data_root, tmp
 # ------------------------------------------------------------------------------ preprocessing
 @pytest.fixture
 def small_release(tmp_path) -> Path:
-    from test_preprocess import make_release, write_grid_scene
+    from raw_helpers import make_release, write_grid_scene
 
     raw = make_release(tmp_path / "raw", train=["scene0000_00"], val=["scene0002_00"])
     write_grid_scene(raw / "scans", "scene0000_00")

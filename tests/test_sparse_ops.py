@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from sparse_oracle import C_IN, C_OUT, GRID, compare, leaf, random_sites, read, to_dense
 
 from pointseg.sparse import (
     BACKENDS,
@@ -18,53 +19,12 @@ from pointseg.sparse import (
     sparse_to_dense_weight,
 )
 
-GRID = (10, 8, 6)  # even, so floor(c / 2) tiles the grid exactly
-C_IN, C_OUT = 5, 7
-
 
 def _backends() -> list:
     return [
         pytest.param(name, marks=pytest.mark.skipif(not is_available(name), reason=f"{name} not installed"))
         for name in BACKENDS
     ]
-
-
-def random_sites(seed: int, density: float = 0.3) -> torch.Tensor:
-    """Occupied voxels of two batch entries, shuffled so no backend can rely on input order."""
-    g = torch.Generator().manual_seed(seed)
-    occ = torch.rand((2, *GRID), generator=g) < density
-    coords = occ.nonzero().to(torch.int32)
-    return coords[torch.randperm(coords.shape[0], generator=g)].contiguous()
-
-
-def to_dense(feats: torch.Tensor, coords: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """(B, C, X, Y, Z) grid holding ``feats`` at ``coords`` (differentiable in ``feats``)."""
-    c = coords.long()
-    dense = feats.new_zeros(2, *shape, feats.shape[1])
-    dense = dense.index_put((c[:, 0], c[:, 1], c[:, 2], c[:, 3]), feats)
-    return dense.permute(0, 4, 1, 2, 3)
-
-
-def read(dense: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    c = coords.long()
-    return dense.permute(0, 2, 3, 4, 1)[c[:, 0], c[:, 1], c[:, 2], c[:, 3]]
-
-
-def _compare(out, ref, feats, feats_ref, w_sparse, w_dense, transposed, seed):
-    g = torch.Generator().manual_seed(seed + 1)
-    r = torch.randn(out.shape, generator=g)
-    (out * r).sum().backward()
-    (ref * r).sum().backward()
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(feats.grad, feats_ref.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(
-        w_sparse.grad, dense_to_sparse_weight(w_dense.grad, transposed=transposed), rtol=1e-4, atol=1e-5
-    )
-
-
-def _leaf(shape, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g).requires_grad_(True)
 
 
 def test_weight_layout_round_trip():
@@ -82,7 +42,7 @@ def test_weight_layout_round_trip():
 @pytest.mark.parametrize("kernel_size", [3, 5])
 def test_subm_conv_matches_dense(backend, kernel_size):
     coords = random_sites(0)
-    feats = _leaf((coords.shape[0], C_IN), 1)
+    feats = leaf((coords.shape[0], C_IN), 1)
     conv = SubMConv3d(C_IN, C_OUT, kernel_size, backend=backend)
     out = conv(SparseTensor(feats, coords))
 
@@ -91,12 +51,12 @@ def test_subm_conv_matches_dense(backend, kernel_size):
     dense = F.conv3d(to_dense(feats_ref, coords, GRID), w_dense, padding=kernel_size // 2)
     ref = read(dense, coords)
     assert out.coords is coords or torch.equal(out.coords, coords)
-    _compare(out.feats, ref, feats, feats_ref, conv.weight, w_dense, False, 2)
+    compare(out.feats, ref, feats, feats_ref, conv.weight, w_dense, False, 2)
 
 
 def _down(backend, seed=0):
     coords = random_sites(seed)
-    feats = _leaf((coords.shape[0], C_IN), 3)
+    feats = leaf((coords.shape[0], C_IN), 3)
     conv = DownConv3d(C_IN, C_OUT, backend=backend)
     x = SparseTensor(feats, coords)
     return x, conv, conv(x)
@@ -114,13 +74,13 @@ def test_down_conv_matches_dense(backend):
     w_dense = sparse_to_dense_weight(conv.weight.detach(), 2).requires_grad_(True)
     dense = F.conv3d(to_dense(feats_ref, x.coords, GRID), w_dense, stride=2)
     ref = read(dense, out.coords)
-    _compare(out.feats, ref, x.feats, feats_ref, conv.weight, w_dense, False, 4)
+    compare(out.feats, ref, x.feats, feats_ref, conv.weight, w_dense, False, 4)
 
 
 @pytest.mark.parametrize("backend", _backends())
 def test_up_conv_matches_dense_and_restores_encoder_sites(backend):
     x, _, coarse = _down(backend, seed=5)
-    feats_c = _leaf((coarse.coords.shape[0], C_IN), 6)
+    feats_c = leaf((coarse.coords.shape[0], C_IN), 6)
     up = UpConv3d(C_IN, C_OUT, backend=backend)
     out = up(coarse.replace_feats(feats_c))
     assert out.stride == 1
@@ -131,7 +91,7 @@ def test_up_conv_matches_dense_and_restores_encoder_sites(backend):
     coarse_shape = tuple(s // 2 for s in GRID)
     dense = F.conv_transpose3d(to_dense(feats_ref, coarse.coords, coarse_shape), w_dense, stride=2)
     ref = read(dense, x.coords)
-    _compare(out.feats, ref, feats_c, feats_ref, up.weight, w_dense, True, 7)
+    compare(out.feats, ref, feats_c, feats_ref, up.weight, w_dense, True, 7)
 
 
 @pytest.mark.parametrize("backend", _backends())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_sparse_ops import C_IN, C_OUT, GRID, _compare, _leaf, random_sites, read, to_dense  # noqa: F401
+from sparse_oracle import C_IN, C_OUT, GRID, compare, leaf, random_sites, read, to_dense
 
 from pointseg.sparse import SparseTensor, SubMConv3d, sparse_to_dense_weight
 from pointseg.sparse.backends import torch_backend
@@ -68,7 +68,7 @@ def test_many_chunks_match_dense_conv(grid_lookup, monkeypatch):
     if not grid_lookup:
         monkeypatch.setattr(torch_backend, "LOOKUP_MAX_CELLS", 0)
     coords = random_sites(13)
-    feats = _leaf((coords.shape[0], C_IN), 14)
+    feats = leaf((coords.shape[0], C_IN), 14)
     conv = SubMConv3d(C_IN, C_OUT, 3, backend="torch")
     x = SparseTensor(feats, coords)
     out = conv(x)
@@ -76,7 +76,7 @@ def test_many_chunks_match_dense_conv(grid_lookup, monkeypatch):
     feats_ref = feats.detach().clone().requires_grad_(True)
     w_dense = sparse_to_dense_weight(conv.weight.detach(), 3).requires_grad_(True)
     ref = read(F.conv3d(to_dense(feats_ref, coords, GRID), w_dense, padding=1), coords)
-    _compare(out.feats, ref, feats, feats_ref, conv.weight, w_dense, False, 15)
+    compare(out.feats, ref, feats, feats_ref, conv.weight, w_dense, False, 15)
 
 
 def test_outputs_do_not_share_the_work_buffers():
