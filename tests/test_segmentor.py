@@ -291,8 +291,11 @@ def test_checkpoint_of_0_1_0_loads_and_predicts_as_it_did(tiny_registry, monkeyp
     expected = np.load(fixtures / "legacy_0.1.0_ceco_expected.npz", allow_pickle=False)
     with torch.no_grad():
         out = model({"coords": torch.from_numpy(expected["coords"]), "feat": torch.from_numpy(expected["feat"])})
-    np.testing.assert_array_equal(out["logits"].numpy(), expected["logits"])
-    np.testing.assert_array_equal(out["feat"].numpy(), expected["feat_out"])
+    # Same weights, same graph; only the float summation order may differ between CPUs (SIMD width
+    # of the GEMM kernels), so compare to float32 rounding rather than bit for bit. A wrong weight
+    # mapping would be off by orders of magnitude more.
+    np.testing.assert_allclose(out["logits"].numpy(), expected["logits"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["feat"].numpy(), expected["feat_out"], rtol=1e-5, atol=1e-6)
     assert cfg.ceco.head == "paper_eq4" and cfg.ceco.prior == "none" and "logit_adjust" not in cfg.ceco
     assert cfg.model.bn_momentum == 0.1  # what 0.1.0 trained with
     ckpt = load_checkpoint(path)
