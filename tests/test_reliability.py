@@ -281,11 +281,11 @@ def test_a_fresh_run_over_checkpoints_needs_resume_or_overwrite(tiny_yaml, tmp_p
 
 
 # ------------------------------------------------------------------------------ validation faults
-def _broken_val_copy(data_root: Path, tmp_path: Path) -> tuple[Path, str]:
-    """A copy of the data whose val scene has a truncated coord.npy, and the loader's message."""
+def _broken_scene_copy(data_root: Path, tmp_path: Path, scene: str = "val/scene0100_00") -> tuple[Path, str]:
+    """A copy of the data in which ``scene`` has a truncated coord.npy, and the loader's message."""
     data = tmp_path / "data"
     shutil.copytree(data_root, data)
-    broken = data / "val" / "scene0100_00" / "coord.npy"
+    broken = data / scene / "coord.npy"
     broken.write_bytes(broken.read_bytes()[:100])
     with pytest.raises(ValueError) as e:
         load_npy(broken)
@@ -294,7 +294,7 @@ def _broken_val_copy(data_root: Path, tmp_path: Path) -> tuple[Path, str]:
 
 @pytest.mark.slow
 def test_an_unreadable_val_scene_keeps_the_checkpoint_and_training_goes_on(data_root, tiny_yaml, tmp_path):
-    data, problem = _broken_val_copy(data_root, tmp_path)
+    data, problem = _broken_scene_copy(data_root, tmp_path)
     run = tmp_path / "run"
     proc = _run(
         "--config", tiny_yaml, "--out", run, "--device", "cpu", f"data.root={data}",
@@ -321,7 +321,7 @@ def test_an_unreadable_val_scene_keeps_the_checkpoint_and_training_goes_on(data_
 def test_stop_on_val_error_stops_with_the_checkpoint_of_that_iteration_and_resume_validates_it(
     data_root, tiny_yaml, tmp_path, capsys
 ):
-    data, problem = _broken_val_copy(data_root, tmp_path)
+    data, problem = _broken_scene_copy(data_root, tmp_path)
     run = tmp_path / "run"
     argv = ["--config", tiny_yaml, "--out", run, "--device", "cpu", f"data.root={data}", "train.iterations=4",
             "train.save_every=0", "train.val_every=2", "train.stop_on_val_error=true"]
@@ -472,15 +472,10 @@ def test_bad_stats_json_is_one_line_through_the_train_command(counts, problem, d
 
 
 def test_an_unreadable_train_scene_in_a_loader_process_is_one_line(data_root, tiny_yaml, tmp_path, capsys):
-    data = tmp_path / "data"
-    shutil.copytree(data_root, data)
-    broken = data / "train" / "scene0001_00" / "coord.npy"
-    broken.write_bytes(broken.read_bytes()[:100])
-    with pytest.raises(ValueError) as problem:
-        load_npy(broken)
+    data, problem = _broken_scene_copy(data_root, tmp_path, "train/scene0001_00")
     argv = ["--config", tiny_yaml, "--out", tmp_path / "run", "--device", "cpu", f"data.root={data}", "data.num_workers=1"]
     assert _train_main(*argv) == 2
-    assert _last_error(capsys) == f"error: {problem.value}"
+    assert _last_error(capsys) == f"error: {problem}"
 
 
 def test_a_broken_checkpoint_on_resume_is_one_line(tiny_yaml, tmp_path, capsys):
