@@ -7,13 +7,14 @@ import torch
 from pointseg.sparse import dense_to_sparse_weight
 
 GRID = (10, 8, 6)  # even, so floor(c / 2) tiles the grid exactly
+BATCH = 4  # more than two scenes, so batch indices use more than one bit of the packed keys
 C_IN, C_OUT = 5, 7
 
 
 def random_sites(seed: int, density: float = 0.3) -> torch.Tensor:
-    """Occupied voxels of two batch entries, shuffled so no backend can rely on input order."""
+    """Occupied voxels of ``BATCH`` scenes, shuffled so no backend can rely on input order."""
     g = torch.Generator().manual_seed(seed)
-    occ = torch.rand((2, *GRID), generator=g) < density
+    occ = torch.rand((BATCH, *GRID), generator=g) < density
     coords = occ.nonzero().to(torch.int32)
     return coords[torch.randperm(coords.shape[0], generator=g)].contiguous()
 
@@ -21,7 +22,7 @@ def random_sites(seed: int, density: float = 0.3) -> torch.Tensor:
 def to_dense(feats: torch.Tensor, coords: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """(B, C, X, Y, Z) grid holding ``feats`` at ``coords`` (differentiable in ``feats``)."""
     c = coords.long()
-    dense = feats.new_zeros(2, *shape, feats.shape[1])
+    dense = feats.new_zeros(BATCH, *shape, feats.shape[1])
     dense = dense.index_put((c[:, 0], c[:, 1], c[:, 2], c[:, 3]), feats)
     return dense.permute(0, 4, 1, 2, 3)
 

@@ -132,6 +132,43 @@ def test_duplicate_coordinates():
         SparseTensor(feats, coords)
 
 
+def test_packed_keys_sort_like_the_coordinate_tuples_over_many_scenes():
+    """Keys of 4096 scenes at the grid's corners: all distinct and in lexicographic (b, x, y, z)
+    order, the order Python gives the tuples."""
+    from pointseg.sparse.tensor import MAX_BATCH_INDEX, MAX_GRID_INDEX, pack_coords
+
+    g = torch.Generator().manual_seed(0)
+    corners = torch.tensor([0, 1, MAX_GRID_INDEX - 1, MAX_GRID_INDEX])
+    batch = torch.tensor([0, 1, 2, 3, 5, 8, 1000, MAX_BATCH_INDEX])
+    grid = torch.cartesian_prod(batch, corners, corners, corners)
+    rand = torch.cat([torch.randint(0, MAX_BATCH_INDEX + 1, (500, 1), generator=g),
+                      torch.randint(0, MAX_GRID_INDEX + 1, (500, 3), generator=g)], dim=1)
+    coords = torch.cat([grid, rand]).to(torch.int32)
+    keys = pack_coords(coords)
+    assert bool((keys >= 0).all())
+    tuples = [tuple(c) for c in coords.tolist()]
+    assert len(set(keys.tolist())) == len(set(tuples))
+    assert [tuples[i] for i in torch.argsort(keys).tolist()] == sorted(tuples)
+
+
+def test_a_batch_of_many_scenes_on_the_same_sites_has_no_duplicates():
+    coords = torch.tensor([[b, 1, 2, 3] for b in range(9)], dtype=torch.int32)
+    assert SparseTensor(torch.randn(9, 3), coords).coords.shape == (9, 4)
+
+
+def test_coordinates_beyond_the_key_range():
+    from pointseg.sparse.tensor import MAX_BATCH_INDEX, MAX_GRID_INDEX
+
+    feats, coords = _good()
+    coords[1, 3] = MAX_GRID_INDEX + 1
+    with pytest.raises(ValueError, match="grid indices above"):
+        SparseTensor(feats, coords)
+    feats, coords = _good()
+    coords[1, 0] = MAX_BATCH_INDEX + 1
+    with pytest.raises(ValueError, match="batch indices above"):
+        SparseTensor(feats, coords)
+
+
 def test_non_integer_coordinates():
     feats, coords = _good()
     with pytest.raises(TypeError, match="integer voxel indices"):

@@ -80,8 +80,10 @@ def _validated_coords(coords: Tensor) -> Tensor:
         raise ValueError(
             f"SparseTensor: negative coordinates (e.g. {bad}); batch and grid indices must be >= 0"
         )
-    if coords.abs().max() > 2**20 - 4:
-        raise ValueError("SparseTensor: coordinates exceed 2**20 voxels per axis")
+    if int(coords[:, 1:].max()) > MAX_GRID_INDEX:
+        raise ValueError(f"SparseTensor: grid indices above {MAX_GRID_INDEX} (2**{_BITS} voxels per axis)")
+    if int(coords[:, 0].max()) > MAX_BATCH_INDEX:
+        raise ValueError(f"SparseTensor: batch indices above {MAX_BATCH_INDEX}")
     # spconv silently computes garbage on non-contiguous or int64 indices.
     return coords.to(torch.int32).contiguous()
 
@@ -112,10 +114,14 @@ def _check_unique(coords: Tensor) -> None:
         )
 
 
-# Coordinates are packed into one int64 key: 20 bits per spatial axis (+1 margin so the
-# neighbour at -1 stays representable), the rest for the batch index.
-_BITS = 21
+# Coordinates are packed into one non-negative int64 key: 17 bits per spatial axis (2.6 km at
+# 2 cm; a margin of 1 keeps the neighbours at -1 and +2 representable) and the 12 bits above them
+# for the batch index, so keys of different scenes never collide and sort scene by scene.
+_BITS = 17
 _MARGIN = 1
+_BATCH_BITS = 63 - 3 * _BITS
+MAX_GRID_INDEX = 2**_BITS - 4
+MAX_BATCH_INDEX = 2**_BATCH_BITS - 1
 
 
 def pack_coords(coords: Tensor) -> Tensor:
@@ -128,7 +134,7 @@ def pack_coords(coords: Tensor) -> Tensor:
 
 
 def offset_key(dx: int, dy: int, dz: int) -> int:
-    """Key difference of a spatial offset (valid while no axis leaves [-1, 2**20))."""
+    """Key difference of a spatial offset (valid while no axis leaves [-1, 2**17 - 1))."""
     return (dx << (2 * _BITS)) + (dy << _BITS) + dz
 
 
