@@ -224,6 +224,24 @@ def test_center_space_metrics_of_centers_on_their_etf_columns():
     assert got == pytest.approx(1 - (1 + 1 / (k - 1)) / k)
 
 
+def test_center_space_angles_are_shifted_by_the_etf_of_all_its_classes():
+    """With 4 of K = 9 ETF classes present, centers on their columns have cosine −1/(K−1) = −1/8,
+    not −1/3: the metrics must read 0 distance to the ETF angle, and say which K they use."""
+    from pointseg.losses.ceco import simplex_etf
+
+    k, d = 9, 12
+    etf = simplex_etf(k, d, alpha=1.0, seed=3, dtype=torch.float64).numpy()
+    acc = CollapseAccumulator(k, d)
+    present = [0, 2, 5, 7]
+    counts = [50 if c in present else 0 for c in range(k)]
+    acc.process(*points_at(etf.T, counts))
+    res = center_space_metrics(acc, None, lambda x: x, etf)
+    assert res["num_classes_measured"] == 4 and res["num_classes_etf"] == k
+    assert res["etf_cosine"] == pytest.approx(-1 / (k - 1))
+    assert res["overall"]["maxangle_means"] == pytest.approx(0.0, abs=1e-9)
+    assert res["overall"]["maxangle_classifier"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_center_space_reduce_equals_the_branch_batchnorm_on_all_points():
     """The closed-form BatchNorm of the analysis equals running the released head's reduce + BN
     in training mode on all points at once, then pooling and embedding."""

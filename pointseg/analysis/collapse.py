@@ -273,7 +273,8 @@ def center_space_metrics(
     mean of the standardized points is the standardized mean; ``None`` when the head pools the
     features themselves) then ``center_embedding`` (projection + L2 normalization). The loss pulls
     each embedding e_k towards its classifier column w_k, whose pairwise cosines are −1/(K−1)
-    about the origin, so the cosines are taken as they are, not around a global mean. Besides
+    about the origin, with K the classifier's column count (the branch's classes, e.g. 200, even
+    when fewer are present), so the cosines are taken as they are, not around a global mean. Besides
     the angle metrics of {e_k} and of the classifier columns, ``alignment`` is the mean
     cos(e_k, w_k). NC1 is ``None``: the embedding of a class mean is not the mean of embeddings.
     """
@@ -286,24 +287,25 @@ def center_space_metrics(
     w_hat = _normalize_rows(np.asarray(classifier, dtype=np.float64).T[present])
     cos_e, cos_w = e_hat @ e_hat.T, w_hat @ w_hat.T
     align = np.sum(e_hat * w_hat, axis=1)
-    k_total = present.size
+    k_etf = int(np.asarray(classifier).shape[1])  # the target angle is set by the ETF's K
 
     def group_metrics(sel: np.ndarray) -> dict:
         out: dict = {"num_classes": int(sel.size), "num_points": int(acc.count[present[sel]].sum())}
         if sel.size < 2:
             return out | {m: None for m in METRIC_NAMES} | {"alignment": None}
-        out["equiangular_means"], out["maxangle_means"] = _angle_metrics(cos_e[np.ix_(sel, sel)], k_total)
-        out["equiangular_classifier"], out["maxangle_classifier"] = _angle_metrics(cos_w[np.ix_(sel, sel)], k_total)
+        out["equiangular_means"], out["maxangle_means"] = _angle_metrics(cos_e[np.ix_(sel, sel)], k_etf)
+        out["equiangular_classifier"], out["maxangle_classifier"] = _angle_metrics(cos_w[np.ix_(sel, sel)], k_etf)
         out["nc1"] = None
         out["alignment"] = float(align[sel].mean())
         return out
 
     result: dict = {
         "space": "center embedding",
-        "num_classes_measured": int(k_total),
-        "etf_cosine": -1.0 / (k_total - 1),
+        "num_classes_measured": int(present.size),
+        "num_classes_etf": k_etf,
+        "etf_cosine": -1.0 / (k_etf - 1),
         "classes": present.tolist(),
-        "overall": group_metrics(np.arange(k_total)),
+        "overall": group_metrics(np.arange(present.size)),
     }
     for name, mask in (groups or {}).items():
         result[name] = group_metrics(np.flatnonzero(np.asarray(mask, dtype=bool)[present]))

@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -33,6 +33,8 @@ SPLITS = ("head", "common", "tail")
 
 @dataclass
 class Run:
+    """One finished training run of an arm, as the report reads it."""
+
     arm: str
     seed: int
     metrics: dict
@@ -43,6 +45,8 @@ class Run:
 
 @dataclass
 class StudyResults:
+    """Every arm's runs, the L_CR floors of the CeCo arms and the study's setting (for the text)."""
+
     runs: dict[str, list[Run]] = field(default_factory=dict)
     floors: dict[str, dict[str, float]] = field(default_factory=dict)  # arm → {chance, floor}
     setting: dict[str, Any] = field(default_factory=dict)
@@ -60,19 +64,23 @@ def load_run(run_dir: str | os.PathLike, arm: str, seed: int) -> Run:
 
 
 def split_miou(run: Run, split: str) -> float:
+    """Val mIoU of ``split`` (head / common / tail) over the benchmark's classes of that split."""
     return float(run.metrics[f"{split}_miou"])
 
 
 def final_std_cos(run: Run, space: str = "metrics") -> float:
+    """Std-cos of the class means at the last checkpoint (``metrics``: backbone features,
+    ``center_metrics``: CeCo's center embedding)."""
     return float(run.collapse[-1][space]["overall"]["equiangular_means"])
 
 
 def tail_classifier_cosine(run: Run, centered: bool = True) -> float | None:
+    """Mean pairwise cosine of the tail classes' point-classifier rows at the last checkpoint."""
     cos = run.collapse[-1]["metrics"].get("classifier_cosine")
     return None if cos is None else cos["centered" if centered else "raw"].get("tail")
 
 
-def paired(a: Sequence[Run], b: Sequence[Run], value) -> np.ndarray:
+def paired(a: Sequence[Run], b: Sequence[Run], value: Callable[[Run], float]) -> np.ndarray:
     """value(run of a) − value(run of b), seed by seed (over the seeds both arms have)."""
     by_seed = {r.seed: r for r in b}
     return np.array([value(r) - value(by_seed[r.seed]) for r in a if r.seed in by_seed], dtype=float)
@@ -178,15 +186,17 @@ def report_markdown(results: StudyResults, figures: dict[str, str], pair: Sequen
             f"{_signed_pct(v['tail'])} | {v['std_cos'][0]:+.3f} ± {v['std_cos'][1]:.3f} | {mark[c['tail_gain']]} | "
             f"{mark[c['head_kept']]} | {mark[c['std_cos_falls']]} | **{mark[v['helps']]}** |"
         )
+    k_measured = next(iter(results.runs.values()))[0].collapse[-1]["metrics"]["num_classes_measured"]
     lines += [
         "",
         "Neural collapse at the last checkpoint, train split (mean ± SD over seeds). Backbone features: Std-cos "
         "and Avg |cos + 1/(K−1)| of the centered class means (global mean over all points) and NC1; CeCo's "
         "center embedding: Std-cos of the embedded centers and their mean cosine to their ETF column; point "
         "classifier: mean pairwise cosine of the tail classes' rows, centered on the mean row (the ETF value is "
-        f"−1/(K−1) = {-1 / 19:.3f} for the K = 20 classes).",
+        f"−1/(K−1) = {-1 / (k_measured - 1):.3f} for the K = {k_measured} classes); the alignment is to "
+        "each arm's own center classifier (the fixed ETF, or the learned one of its control arm).",
         "",
-        "| arm | Std-cos means | Avg \\|cos + 1/(K−1)\\| | NC1 | Std-cos, center embedding | alignment to W* | tail classifier cos |",
+        "| arm | Std-cos means | Avg \\|cos + 1/(K−1)\\| | NC1 | Std-cos, center embedding | alignment to its center classifier | tail classifier cos |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for arm in arms:
@@ -261,12 +271,6 @@ def write_report(results: StudyResults, doc: str | os.PathLike, pair: Sequence[s
     return doc
 
 
-__all__ = [
-    "ARMS", "REFERENCE", "Run", "StudyResults", "load_run", "merge_into_doc", "paired",
-    "report_markdown", "verdict", "write_report",
-]
-
-
 def compute_floors(data_root: str | os.PathLike, classes: Sequence[int], steps: int = 1000) -> dict[str, dict[str, float]]:
     """Chance and lowest reachable L_CR of every CeCo arm on the benchmark's classes, with the
     prior each arm's head uses (``pointseg.analysis.ceco_floor``)."""
@@ -288,3 +292,9 @@ def compute_floors(data_root: str | os.PathLike, classes: Sequence[int], steps: 
             "floor": lowest_center_loss(branch, classes, nonnegative=nonnegative, use_prior=True, steps=steps),
         }
     return out
+
+
+__all__ = [
+    "ARMS", "REFERENCE", "Run", "StudyResults", "compute_floors", "load_run", "merge_into_doc", "paired",
+    "report_markdown", "verdict", "write_report",
+]

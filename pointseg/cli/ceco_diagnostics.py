@@ -28,7 +28,7 @@ VARIANTS: dict[str, tuple[dict, bool]] = {
     "released (default)": ({}, False),
     "released, learned projection": ({"projection": "learned"}, False),
     "released, no projection (reduce to 256)": ({"reduce_dim": 256, "projection": "none"}, False),
-    "paper_eq4 (= pointseg 0.1.0)": ({"head": "paper_eq4"}, True),
+    "paper_eq4": ({"head": "paper_eq4"}, True),
     "paper_eq4, learned projection": ({"head": "paper_eq4", "projection": "learned"}, True),
 }
 

@@ -216,8 +216,9 @@ class CenterReduce(nn.Module):
     The released head applies this to every point feature before pooling, so the centers are
     means of standardized, signed features rather than of the backbone's post-ReLU (all ≥ 0)
     ones. In training mode the BatchNorm normalizes with the statistics of the current batch (all
-    points, labelled or not, as the released head does); its running statistics are kept only for
-    the collapse analysis.
+    points, labelled or not, as the released head does). Its running statistics are updated and
+    saved like any BatchNorm's but never used: evaluation drops the branch, and the collapse
+    analysis re-estimates the statistics over the whole split.
     """
 
     def __init__(self, in_dim: int, out_dim: int, seed: int) -> None:
