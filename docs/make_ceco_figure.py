@@ -24,8 +24,8 @@ def arrow(ax, a, b, style="-|>", ls="-"):
 
 
 def main() -> None:
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2.4, 1]})
-    ax.set_xlim(0, 12)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 3.6), gridspec_kw={"width_ratios": [3.4, 1]})
+    ax.set_xlim(0, 16.6)
     ax.set_ylim(0, 4)
     ax.axis("off")
     box(ax, (1.1, 2.9), "voxelized points\n(colour, 2 cm)", "#e8eef7")
@@ -33,16 +33,20 @@ def main() -> None:
     box(ax, (6.0, 2.9), "point features\n$z_i$ (96-d)", "#e8eef7")
     box(ax, (8.5, 2.9), "learned point\nclassifier", "#e8eef7")
     box(ax, (10.9, 2.9), "$L_{PR}$ (CE,\nLovász, …)", "#fdf1d6")
-    box(ax, (6.0, 1.0), "center_pool\n$\\bar z_k$ = class means", "#fde2e2")
-    box(ax, (8.5, 1.0), "projection +\nfixed ETF $W^*$", "#fde2e2")
-    box(ax, (10.9, 1.0), "$\\lambda\\, L_{CR}$\n(CE of centers)", "#fdf1d6")
+    # The center branch of the default (released-code) head, step by step.
+    box(ax, (6.0, 1.0), "frozen 1×1 → 128\n+ BN (batch stats)", "#fde2e2")
+    box(ax, (8.4, 1.0), "center_pool\n$\\bar z_k$ = class means", "#fde2e2")
+    box(ax, (10.8, 1.0), "frozen Linear → 512\n+ ReLU, L2, dropout", "#fde2e2")
+    box(ax, (13.2, 1.0), "fixed ETF $W^*$ × 5\n+ log class prior", "#fde2e2")
+    box(ax, (15.6, 1.0), "$\\lambda\\, L_{CR}$\n(CE of centers)", "#fdf1d6")
     for a, b in [((2.0, 2.9), (2.6, 2.9)), ((4.4, 2.9), (5.1, 2.9)), ((6.9, 2.9), (7.6, 2.9)),
-                 ((9.4, 2.9), (10.0, 2.9)), ((6.0, 2.55), (6.0, 1.35)), ((6.9, 1.0), (7.6, 1.0)),
-                 ((9.4, 1.0), (10.0, 1.0))]:
+                 ((9.4, 2.9), (10.0, 2.9)), ((6.0, 2.55), (6.0, 1.35)), ((6.9, 1.0), (7.5, 1.0)),
+                 ((9.3, 1.0), (9.9, 1.0)), ((11.7, 1.0), (12.3, 1.0)), ((14.1, 1.0), (14.7, 1.0))]:
         arrow(ax, a, b)
     ax.text(3.3, 1.0, "training only:\ndropped at inference\n(zero extra cost)", ha="center", va="center",
             fontsize=8.5, color="#b03030")
-    ax.set_title("CeCo = point branch + center branch, loss $L_{PR} + \\lambda L_{CR}$", fontsize=10)
+    ax.set_title("CeCo = point branch + center branch, loss $L_{PR} + \\lambda L_{CR}$ "
+                 "(center branch: the released code's head, the default)", fontsize=10)
 
     # A simplex ETF for K = 3 in the plane: equal norms, pairwise cosine -1/(K-1) = -0.5.
     ang = np.pi / 2 + 2 * np.pi * np.arange(3) / 3

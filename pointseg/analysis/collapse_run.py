@@ -9,9 +9,11 @@ a :class:`CollapseAccumulator`, so memory stays bounded whatever the split size.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,30 +28,41 @@ from pointseg.meta import NUM_CLASSES, class_table
 from pointseg.models.segmentor import CENTER_BRANCH_PREFIX
 from pointseg.utils.io import atomic_write_text
 
+log = logging.getLogger(__name__)
 
-def center_branch_for(state: dict, cfg, feature_dim: int) -> CenterCollapseLoss:
+
+def center_branch_for(state: dict, cfg: Any, feature_dim: int) -> CenterCollapseLoss:
     """The center branch whose space the CeCo metrics are measured in, in eval mode.
 
-    A CeCo checkpoint's own branch (its ``ceco`` section, its stored frozen maps); for a run
-    without CeCo, the default head built with the config's ``etf_seed``, so that a baseline and a
-    CeCo run are measured through the same maps. No prior is needed to embed centers.
+    A CeCo run's own branch, built from its ``ceco`` section, with the checkpoint's stored maps
+    when it has them (an exported inference checkpoint does not: the frozen maps are then rebuilt
+    from ``ceco.etf_seed``, identical by construction, while a learned center classifier or
+    projection cannot be, which is logged). For a run without CeCo, the default head built with the
+    config's ``etf_seed``, so that a baseline and a CeCo run are measured through the same maps.
+    No prior is needed to embed centers.
     """
     ceco = dict(to_plain_dict(cfg.ceco)) if "ceco" in cfg else {}
-    own = ceco.get("enabled", False) and any(k.startswith(CENTER_BRANCH_PREFIX) for k in state)
-    spec = {**ceco, "prior": "none"} if own else {"etf_seed": ceco.get("etf_seed", 0), "prior": "none"}
+    enabled = bool(ceco.get("enabled", False))
+    spec = {**ceco, "prior": "none"} if enabled else {"etf_seed": ceco.get("etf_seed", 0), "prior": "none"}
     branch = CenterCollapseLoss.from_config(spec, feature_dim, int(cfg.model.num_classes))
-    if own:
-        sub = {k[len(CENTER_BRANCH_PREFIX):]: v for k, v in state.items() if k.startswith(CENTER_BRANCH_PREFIX)}
+    sub = {k[len(CENTER_BRANCH_PREFIX):]: v for k, v in state.items() if k.startswith(CENTER_BRANCH_PREFIX)}
+    if enabled and sub:
         sub.pop("log_prior", None)
         branch.load_state_dict(sub, strict=True)
+    elif enabled:
+        log.warning(
+            "checkpoint without its center branch: CeCo's space is rebuilt from ceco.etf_seed "
+            "(exact for frozen maps; a learned center classifier or projection is at its initial value)"
+        )
     return branch.eval()
 
 
-def center_space(branch: CenterCollapseLoss, acc: CollapseAccumulator, groups) -> dict:
+def center_space(branch: CenterCollapseLoss, acc: CollapseAccumulator, groups: dict[str, np.ndarray] | None) -> dict:
     """:func:`center_space_metrics` through ``branch``'s reduce / BatchNorm and projection.
 
     The BatchNorm is applied with the split's own statistics (mean and variance of the reduced
-    features over all labelled points), which is what its batch statistics estimate in training.
+    features over the labelled points of the split, not augmented): an approximation of the batch
+    statistics of training, which come from all points, labelled or not, of augmented batches.
     """
 
     def reduce(means: np.ndarray, total_cov: np.ndarray) -> np.ndarray:
@@ -106,7 +119,7 @@ def analyze_checkpoint(
     device: str | torch.device = "cpu",
     max_scenes: int | None = None,
     progress: bool = True,
-    data_cfg=None,
+    data_cfg: Any = None,
     weighting: str = "point",
 ) -> dict:
     """Collapse metrics of one checkpoint over ``split`` (the paper's Fig. 2 uses the train split):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from pointseg.utils.plotting import OTHER_COLOR, SPLIT_COLORS, new_figure, save_figure
+
+if TYPE_CHECKING:  # the study module imports these plots
+    from pointseg.analysis.study import StudyResults
 
 GROUPS = ("overall", "head", "common", "tail")
 
@@ -100,7 +103,7 @@ def _labels() -> dict[str, str]:
     return {arm: label for arm, (_, label) in ARMS.items()}
 
 
-def plot_study_bars(results, path: str | os.PathLike) -> None:
+def plot_study_bars(results: StudyResults, path: str | os.PathLike) -> None:
     """Per-split val mIoU of every arm (mean ± SD over seeds) and per-class IoU of the first seed."""
     labels = _labels()
     arms = list(results.runs)
@@ -132,7 +135,7 @@ def plot_study_bars(results, path: str | os.PathLike) -> None:
     save_figure(fig, path)
 
 
-def plot_study_collapse(results, path: str | os.PathLike) -> None:
+def plot_study_collapse(results: StudyResults, path: str | os.PathLike) -> None:
     """Collapse over training on the train split, mean over seeds: backbone space, CeCo's space,
     and the tail classes' classifier rows."""
     labels = _labels()
@@ -160,17 +163,17 @@ def plot_study_collapse(results, path: str | os.PathLike) -> None:
     save_figure(fig, path)
 
 
-def plot_study_lcr(results, path: str | os.PathLike) -> None:
+def plot_study_lcr(results: StudyResults, path: str | os.PathLike) -> None:
     """L_CR during training of every CeCo arm (mean over seeds), with its chance and its floor."""
     labels = _labels()
     fig = new_figure(7, 4, layout="constrained")
     ax = fig.subplots()
     for i, (arm, runs) in enumerate(results.runs.items()):
-        series = [[(r["iteration"], r["loss_ceco"]) for r in run.log if "loss_ceco" in r] for run in runs]
+        series = [{r["iteration"]: r["loss_ceco"] for r in run.log if "loss_ceco" in r} for run in runs]
         if not any(series):
             continue
-        its = np.array([it for it, _ in series[0]])
-        ys = np.array([[v for _, v in s] for s in series if len(s) == len(its)]).mean(axis=0)
+        its = np.array(sorted(set.intersection(*(set(s) for s in series))))  # logged by every seed
+        ys = np.array([[s[it] for it in its] for s in series]).mean(axis=0)
         color = f"C{i}"
         ax.plot(its, ys, color=color, label=labels.get(arm, arm))
         floor = results.floors.get(arm)

@@ -13,8 +13,8 @@ The paper prints the branch as Eq. 3-4; the authors' released code (GPaCo/Seg,
     point features z_i (the point classifier's input) → frozen 1×1 reduce to 128 (no bias) →
     BatchNorm with batch statistics, affine frozen at (1, 0) → class centers (scatter mean over
     the batch) → frozen Linear(128→512) + ReLU → L2 normalize → Dropout(0.1) → fixed simplex ETF
-    with unit-norm columns × α = 5 → + log class prior (the fraction of training images, here
-    scenes, that contain the class) → cross-entropy averaged over the centers present.
+    with unit-norm columns × α = 5 → + log class prior (p_k ∝ the number of training images, here
+    scenes, that contain class k) → cross-entropy averaged over the centers present.
 ``paper_eq4``
     Eq. 3-4 as printed: centers of the features z_i themselves, classified by the ETF × α, no
     prior. A simplex ETF of K classes needs d ≥ K−1 dimensions and MinkUNet34C's features have
@@ -112,7 +112,7 @@ class CecoConfig:
     dropout: Optional[float] = param(None, "[released] 0.1 on the normalized embedding, training only; paper_eq4: 0", in_range(0.0, 1.0))
     alpha: Optional[float] = param(None, "[released] 5.0 (its `scale`): the norm of every ETF column", positive)
     classifier: Optional[str] = param(None, "[paper] etf (fixed) | learned (Table 1 control)", one_of(*CENTER_CLASSIFIERS))
-    prior: Optional[Any] = param(None, "[released] scenes: + log of the fraction of training scenes with the class | points | none | [K counts]", _prior)
+    prior: Optional[Any] = param(None, "[released] scenes: + log p_k, p_k ∝ training scenes holding class k | points (∝ its points) | none | [K counts]", _prior)
     etf_seed: int = param(0, "[ours] seeds U of W* and the frozen maps: the same on every process and resume")
     global_centers: bool = param(False, "[released] false: per-process centers; true: all-reduce the class sums")
 

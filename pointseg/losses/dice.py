@@ -13,7 +13,8 @@ class DiceLoss(nn.Module):
     """``1 − mean_c (2 Σ p_c y_c + s) / (Σ p_c + Σ y_c + s)`` over classes c present in the target.
 
     Restricting to present classes keeps the 200-class average from being dominated by the many
-    classes absent from a batch (their Dice would be trivially 1 with smoothing, or 0/0 without).
+    classes absent from a batch: with smoothing their Dice is s / (Σp + s), close to 1 whenever
+    they get little probability, and 0/0 without it.
     """
 
     def __init__(self, smooth: float = 1.0, ignore_index: int = IGNORE_INDEX) -> None:

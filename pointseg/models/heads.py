@@ -5,8 +5,8 @@
     convolution is a linear map, so it is an ``nn.Linear``.
 ``etf``
     the "fixed point classifier" of Table 1: logits = W*ᵀ (A z) with W* the simplex ETF × α
-    (the center branch's, same seed) and A a learned linear lift of the features to
-    ``etf_dim`` ≥ K−1 dimensions, without bias or nonlinearity. A fixed ETF needs features of
+    (the center branch's α and seed) and A a learned linear lift of the features to ``etf_dim``
+    (``ceco.proj_dim``) ≥ K−1 dimensions, without bias or nonlinearity. A fixed ETF needs features of
     at least K−1 dimensions (199 for ScanNet200, MinkUNet34C gives 96); the lift makes A z those
     features. A ReLU or a frozen map there would cap every point's cosine to the frame (and so
     the attainable probabilities), which is why this variant has neither.

@@ -146,7 +146,8 @@ def build_segmentor(cfg: Mapping[str, Any] | Any, train: bool = True) -> Segment
         model.name, in_channels, model.backend, stem_kernel=model.stem_kernel, bn_momentum=model.bn_momentum
     )
     feature_dim = int(backbone.feature_dim)
-    # The fixed-ETF point classifier shares the center branch's W* (same dim, α and seed).
+    # The fixed-ETF point classifier uses the center branch's α and seed in ceco.proj_dim dims: the
+    # same W* as the branch's when the branch projects (with projection: none, the branch's is smaller).
     classifier = build_point_classifier(
         model.point_classifier, feature_dim, model.num_classes, head.proj_dim, head.alpha, ceco.etf_seed
     )
