@@ -10,7 +10,7 @@ of the work of a full ``(M, 27·C)`` im2col). The pairs are cut into chunks of a
 ``CHUNK_PAIRS`` by contiguous ranges of output rows and, inside a chunk, grouped by offset. Per
 chunk: one ``index_select`` of all its input rows into a reused work buffer, one GEMM per offset
 segment into a second work buffer, and one sparse CSR matrix product (``addmm_``) that sums the
-products into the chunk's output rows. Measured on CPU at 155 k voxels against the former
+products into the chunk's output rows. Measured on CPU at 155 k voxels against a plain
 gather → matmul → ``index_add_`` per offset: the CSR product is 3-6× faster than ``index_add_``,
 and gathers and GEMMs into reused memory 2.5-3× faster than into fresh allocations (whose page
 faults cost as much as the GEMMs themselves). The work buffers stay allocated for the process,
