@@ -126,6 +126,18 @@ def test_bad_values_in_a_file_name_the_file_and_the_key(tmp_path):
             load_config(path)
 
 
+def test_a_required_key_is_set_on_the_command_line_or_named_with_the_file(tmp_path):
+    path = _write(tmp_path, "no_root.yaml", BASE.replace("root: /data, ", ""))
+    assert load_config(path, ["data.root=/elsewhere"]).data.root == "/elsewhere"
+    with pytest.raises(ValueError) as err:
+        load_config(path)
+    assert str(err.value).endswith(
+        "no_root.yaml: missing required key 'data.root'; set it in the config or on the command line (data.root=...)"
+    )
+    with pytest.raises(ValueError, match="no key 'data.rot' in the config; did you mean 'data.root'"):
+        load_config(path, ["data.rot=/x"])
+
+
 def test_in_channels_is_derived_from_the_features(tmp_path):
     path = _write(tmp_path, "c.yaml", BASE)
     assert load_config(path).model.in_channels == 3

@@ -165,7 +165,7 @@ def test_ctrl_c_saves_prints_the_resume_command_and_resuming_equals_an_uninterru
     assert [r["iteration"] for r in read_jsonl(run / "log.jsonl")] == list(range(1, stopped + 1))
     assert _temporaries(run / "checkpoints") == []
     lines = err.splitlines()
-    assert "SIGINT: stopping after the current iteration and saving last.pth (Ctrl-C again aborts without saving)" in lines
+    assert "SIGINT: stopping after the current iteration and saving last.pth (Ctrl-C again, more than 1 s later, aborts without saving)" in lines
     i = lines.index(f"stopped at iteration {stopped} (SIGINT), {run}/checkpoints/last.pth saved; continue with:")
     command = shlex.split(lines[i + 1])
     assert command == ["python", str(CLI), "--config", str(interrupted_config), "--out", str(run), "--device", "cpu", "--resume"]
@@ -206,7 +206,7 @@ def test_a_second_ctrl_c_aborts_at_once_with_one_line(monkeypatch, capsys):
 
     assert run_command(command, []) == 130
     assert capsys.readouterr().err.splitlines() == [
-        "SIGINT: stopping after the current iteration and saving last.pth (Ctrl-C again aborts without saving)",
+        "SIGINT: stopping after the current iteration and saving last.pth (Ctrl-C again, more than 1 s later, aborts without saving)",
         "error: interrupted",
     ]
 
@@ -278,6 +278,22 @@ def test_a_fresh_run_over_checkpoints_needs_resume_or_overwrite(tiny_yaml, tmp_p
     assert [r["iteration"] for r in read_jsonl(run / "log.jsonl")] == [1]
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
     assert (run / "eval_val" / "metrics.json").read_text() == "{}"
+
+
+def test_a_training_removes_the_temporaries_of_a_killed_save(tiny_yaml, tmp_path, caplog):
+    run = tmp_path / "run"
+    argv = ["--config", tiny_yaml, "--out", run, "--device", "cpu", "train.iterations=2"]
+    assert _train_main(*argv) == 0
+    left = [run / "checkpoints" / ".last.pth.k3j4h5g6.tmp", run / ".config.yaml.a1b2c3d4.tmp"]
+    for path in left:
+        path.write_bytes(b"partial")
+    others = run / ".metrics.json.zz99yy88.tmp"  # not the training's: an evaluation's
+    others.write_text("{")
+    with caplog.at_level("INFO", logger="pointseg.engine.trainer"):
+        assert _train_main(*argv[:-1], "train.iterations=3", "--resume") == 0
+    assert f"{run}: removed 2 temporary file(s) an interrupted save left" in caplog.messages
+    assert not any(p.exists() for p in left) and others.exists()
+    assert load_checkpoint(run / "checkpoints" / "last.pth")["iteration"] == 3
 
 
 # ------------------------------------------------------------------------------ validation faults

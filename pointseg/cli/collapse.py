@@ -8,7 +8,9 @@ normalized, the normalized classifier rows, their equiangularity / maximal-angle
 1/(K-1), K the number of classes measured) and NC1, overall and per head / common / tail; and the
 same angles in CeCo's normalized center embedding. Writes ``DIR/collapse.json`` and
 ``DIR/collapse.png``. ``--config`` takes the data settings from a config file instead of the
-checkpoint's stored config. ``--weighting class`` and ``--split val`` give the earlier defaults.
+checkpoint's stored config. ``--weighting class`` weighs every class alike (the global mean and
+Σ_W over class means, not dominated by the head classes); ``--split val`` measures the features of
+scenes the model did not train on.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from pointseg.analysis.collapse import METRIC_NAMES, WEIGHTINGS
 from pointseg.analysis.collapse_run import analyze_checkpoint, write_collapse_report
-from pointseg.cli.common import add_common, run_command, split_overrides
+from pointseg.cli.common import add_common, parse_with_overrides, run_command
 
 GROUPS = ("overall", "head", "common", "tail")
 
@@ -39,10 +41,8 @@ def _main(argv: list[str]) -> int:
                     help="global mean and Σ_W over all points (default, the paper's) or over class means")
     ap.add_argument("--max-scenes", type=int, help="use only the first N scenes of the split")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
-    argv, overrides = split_overrides(argv)
     add_common(ap)
-    args = ap.parse_args(argv)
-    args.overrides = overrides
+    args = parse_with_overrides(ap, argv)
 
     data_cfg = None
     if args.config is not None:
@@ -51,14 +51,9 @@ def _main(argv: list[str]) -> int:
         data_cfg = load_config(args.config, args.overrides).data
     records = []
     for ckpt in args.checkpoint:
-        try:
-            rec = analyze_checkpoint(
-                ckpt, args.split, args.overrides, args.device, args.max_scenes,
-                data_cfg=data_cfg, weighting=args.weighting,
-            )
-        except (OSError, ValueError, KeyError) as e:
-            print(f"error: {ckpt}: {e}", file=sys.stderr)
-            return 2
+        rec = analyze_checkpoint(
+            ckpt, args.split, args.overrides, args.device, args.max_scenes, data_cfg=data_cfg, weighting=args.weighting
+        )
         records.append(rec)
         print(_summary(rec))
     json_path, png_path = write_collapse_report(records, args.out)

@@ -11,23 +11,80 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 
 from pointseg.utils.errors import one_line
 
-# Exceptions that describe a problem with the user's input or machine, not a bug.
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, PermissionError, OSError)
+# Exceptions that describe a problem with the user's input or machine, not a bug (OSError covers
+# a missing file, a refused permission, an existing output and a full disk).
+USER_ERRORS = (ValueError, KeyError, OSError)
+
+# A config override: a dotted key (``loss.0.weight``), then ``=``.
+OVERRIDE_WORD = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
-def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``key=value`` words apart from the other arguments.
+def _option(parser: argparse.ArgumentParser, word: str) -> argparse.Action | None:
+    """The option ``word`` names (exactly, or by an unambiguous prefix as argparse allows)."""
+    actions = {s: a for a in parser._actions for s in a.option_strings}
+    if word in actions:
+        return actions[word]
+    if not word.startswith("--") or not parser.allow_abbrev:
+        return None
+    matches = {a for s, a in actions.items() if s.startswith("--") and s.startswith(word)}
+    return matches.pop() if len(matches) == 1 else None
 
-    They are taken out before argparse sees the line: an option with ``nargs="+"`` (e.g. several
-    ``--checkpoint`` files) would otherwise swallow them.
+
+def _values_needed(action: argparse.Action | None) -> int:
+    """How many following words are surely the option's values (not overrides)."""
+    if action is None:
+        return 0
+    nargs = action.nargs
+    if nargs is None or nargs in ("?", "+"):
+        return 1
+    if isinstance(nargs, int):
+        return nargs
+    return 0  # "*", flags (0), REMAINDER
+
+
+def split_overrides(argv: Sequence[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
+    """``key=value`` words apart from the other arguments of ``parser``'s command line.
+
+    They are taken out before argparse sees the line, so they may stand anywhere: an option with
+    ``nargs="+"`` (e.g. several ``--checkpoint`` files) would otherwise swallow them, and words
+    after an option would be unrecognized. A word is an override when it looks like ``key=``
+    and is not the value an option needs (``--out runs/lr=0.1``, ``--out lr=0.1``); words after
+    ``--`` are left to argparse.
     """
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-    return [a for a in argv if a not in overrides], overrides
+    rest: list[str] = []
+    overrides: list[str] = []
+    owed = 0  # values the last option still needs
+    for i, word in enumerate(argv):
+        if word == "--":
+            rest += argv[i:]
+            break
+        if owed:
+            owed -= 1
+            rest.append(word)
+        elif word.startswith("-") and len(word) > 1:
+            rest.append(word)
+            owed = 0 if "=" in word else _values_needed(_option(parser, word))
+        elif OVERRIDE_WORD.match(word):
+            overrides.append(word)
+        else:
+            rest.append(word)
+    return rest, overrides
+
+
+def parse_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args`` (of ``sys.argv[1:]`` when ``argv`` is None) with the ``key=value``
+    overrides anywhere on the line, in ``args.overrides`` (the parser declares the positional
+    ``overrides``, for its help)."""
+    rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv, parser)
+    args = parser.parse_args(rest)
+    args.overrides = overrides + list(getattr(args, "overrides", None) or [])
+    return args
 
 
 def add_common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -43,8 +100,6 @@ def setup_logging(level: int = logging.INFO) -> None:
 # Exit status of a command ended by SIGINT (128 + 2), as a shell reports it.
 EXIT_INTERRUPTED = 130
 
-error_line = one_line
-
 
 def run_command(main: Callable[[list[str]], int], argv: Sequence[str] | None, debug: bool | None = None) -> int:
     """``main(argv)`` with user errors turned into one ``error:`` line and exit status 2."""
@@ -56,7 +111,7 @@ def run_command(main: Callable[[list[str]], int], argv: Sequence[str] | None, de
     except USER_ERRORS as e:
         if debug:
             raise
-        print(f"error: {error_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if debug:

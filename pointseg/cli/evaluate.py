@@ -19,9 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from pointseg.cli.common import add_common, run_command, split_overrides
+from pointseg.cli.common import add_common, parse_with_overrides, run_command
 from pointseg.data.dataset import build_dataset
 from pointseg.engine.distributed import cleanup, init_distributed
 from pointseg.engine.ensemble import load_ensemble
@@ -51,10 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. data.root=/data/scannet200)")
     add_common(p)
-    argv, overrides = split_overrides(argv or [])
-    args = p.parse_args(argv)
-    args.overrides = overrides
-    return args
+    return parse_with_overrides(p, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,5 +108,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     sys.exit(main())

@@ -31,12 +31,8 @@ def _main(argv: list[str]) -> int:
     add_common(ap)
     args = ap.parse_args(argv)
 
-    try:
-        counts = load_class_counts(args.data, args.split)
-        accuracy = read_class_accuracy(args.metrics) if args.metrics else None
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    counts = load_class_counts(args.data, args.split)
+    accuracy = read_class_accuracy(args.metrics) if args.metrics else None
     result = analyze_imbalance(counts, accuracy)
     if args.metrics:
         result["metrics"] = str(args.metrics)

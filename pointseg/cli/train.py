@@ -4,9 +4,11 @@
 Several GPUs or nodes: ``torchrun --nproc_per_node N tools/train.py --config ...``.
 A killed or preempted run continues exactly with ``--resume`` (same ``--out``). Ctrl-C (SIGINT) or
 SIGTERM makes the run finish the current step, save ``last.pth``, print the command that
-continues it and exit with 130 (SIGINT) or 143 (SIGTERM); another Ctrl-C aborts at once. One
-training at a time writes a run folder; starting afresh where checkpoints exist needs
-``--resume`` or ``--overwrite``.
+continues it and exit with 130 (SIGINT) or 143 (SIGTERM). Another Ctrl-C more than a second after
+the first aborts at once, without saving; one within a second is the same request (torchrun
+forwards a terminal's Ctrl-C to its workers too), and so is a repeated SIGTERM. Overrides
+``key=value`` may stand anywhere on the line. One training at a time writes a run folder;
+starting afresh where checkpoints exist needs ``--resume`` or ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pointseg.cli.common import add_common, run_command
+from pointseg.cli.common import add_common, parse_with_overrides, run_command
 from pointseg.engine.checkpoint import export_inference_weights
 from pointseg.engine.config import default_run_dir, explain_config, format_explained
 from pointseg.engine.distributed import cleanup
@@ -46,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config-reference", action="store_true", help="print every config key, its default and its doc (docs/config.md), and exit")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. train.iterations=100)")
     add_common(p)
-    return p.parse_args(argv)
+    return parse_with_overrides(p, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +62,9 @@ SAME_REQUEST_S = 1.0
 
 
 def install_stop_handlers(trainer: Any) -> dict[int, Any]:
-    """SIGINT and SIGTERM ask ``trainer`` to stop after the current step (it then saves); a later
-    Ctrl-C aborts at once (KeyboardInterrupt, as Python's default handler does).
+    """SIGINT and SIGTERM ask ``trainer`` to stop after the current step (it then saves); a Ctrl-C
+    more than :data:`SAME_REQUEST_S` after the first aborts at once (KeyboardInterrupt, as Python's
+    default handler does); sooner, or a SIGTERM, it is the same request and ignored.
 
     Data-loading processes forked later inherit the handler; they ignore the signal (a terminal's
     Ctrl-C reaches them too) and end when the main process stops them. Returns the previous
@@ -82,7 +85,7 @@ def install_stop_handlers(trainer: Any) -> dict[int, Any]:
         if trainer.is_main:
             print(
                 f"{STOP_SIGNALS[signum]}: stopping after the current iteration and saving last.pth "
-                "(Ctrl-C again aborts without saving)",
+                f"(Ctrl-C again, more than {SAME_REQUEST_S:g} s later, aborts without saving)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -141,7 +144,7 @@ def _main(argv: list[str]) -> int:
             return 128 + (signal.SIGTERM if reason == "SIGTERM" else signal.SIGINT)
         if trainer.is_main:
             print(f"done: iteration {summary['iteration']}, best val mIoU {summary['best_miou']}, run {run_dir}")
-            if args.export_inference and summary["iteration"] >= trainer.total:
+            if args.export_inference:  # not stopped: training reached train.iterations
                 ckpts = run_dir / CHECKPOINT_DIR
                 source = ckpts / BEST if (ckpts / BEST).exists() else ckpts / LAST
                 export_inference_weights(source, args.export_inference)

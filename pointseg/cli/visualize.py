@@ -24,7 +24,7 @@ from pointseg.analysis.visualize import (
     show_open3d,
     write_scene_outputs,
 )
-from pointseg.cli.common import add_common, run_command
+from pointseg.cli.common import add_common, parse_with_overrides, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +46,7 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--show", action="store_true", help="open an interactive open3d window")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value (with --checkpoint)")
     add_common(ap)
-    args = ap.parse_args(argv)
+    args = parse_with_overrides(ap, argv)
 
     coord, gt = load_scene_labels(args.data, args.split, args.scene)
     pred = None

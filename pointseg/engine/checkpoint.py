@@ -43,7 +43,8 @@ class _WriteRecorder:
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file + rename: a crash or a full disk never leaves a
+    """``torch.save`` through a temporary file, synced to the disk, + rename
+    (:func:`pointseg.utils.io.atomic_path`): a crash, a power cut or a full disk never leaves a
     half-written file, and the previous file at ``path`` stays as it was.
 
     A failed write raises its ``OSError`` with ``path`` as the file name (on a full disk: errno

@@ -3,7 +3,7 @@
 The schema (:class:`ExperimentConfig`) is assembled from the sections their modules declare
 (``DataConfig`` in ``pointseg.data.dataset``, ``ModelConfig`` in ``pointseg.models.segmentor``,
 ``CecoConfig`` in ``pointseg.losses.ceco``, ``OptimConfig`` / ``SchedConfig`` in
-``pointseg.engine.optim``, ``TrainConfig`` in ``pointseg.engine.trainer``): every key once, with its
+``pointseg.engine.optim``, ``TrainConfig`` in ``pointseg.engine.trainer_config``): every key once, with its
 default, a one-line doc and a check. A config file may name the files it extends in ``_base_`` (a
 path or a list of paths, relative to the file); the schema's defaults come first, then the bases
 in order, then the file itself, then the command-line overrides. Each layer is checked when it is
@@ -129,7 +129,7 @@ def apply_override(cfg: DictConfig, item: str, sources: dict[str, str] | None = 
     key, text = (part.strip() for part in item.split("=", 1))
     if not key:
         raise ValueError(f"{OVERRIDE}: override {item!r} has an empty key")
-    if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+    if not _has_key(cfg, key):
         near = _closest_full(key)
         hint = f"; did you mean {near!r}?" if near else ""
         raise ValueError(f"{OVERRIDE}: override {item!r}: no key {key!r} in the config{hint}")
@@ -147,6 +147,16 @@ def apply_override(cfg: DictConfig, item: str, sources: dict[str, str] | None = 
         sources[key] = OVERRIDE
 
 
+def _has_key(cfg: DictConfig, key: str) -> bool:
+    """Whether ``key`` exists in ``cfg``, a required value not yet set (``???``) included:
+    ``OmegaConf.select`` answers its default for one."""
+    if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is not _ABSENT:
+        return True
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key, default=_ABSENT, throw_on_missing=False) if parent_key else cfg
+    return isinstance(parent, DictConfig) and OmegaConf.is_missing(parent, leaf)
+
+
 def _closest_full(key: str) -> str | None:
     full = [k for k, _ in leaves(ExperimentConfig)]
     match = difflib.get_close_matches(key, full, n=1, cutoff=0.6)
@@ -155,11 +165,16 @@ def _closest_full(key: str) -> str | None:
 
 def compose(layers: Iterable[tuple[str, Any]], overrides: Iterable[str] = ()) -> tuple[DictConfig, dict[str, str]]:
     """The checked config of the schema's defaults, the ``(source, content)`` layers and the
-    overrides, and the source of every value (``default`` for the schema's)."""
+    overrides, and the source of every value (``default`` for the schema's).
+
+    A required key left unset is an error naming the last layer (the config file itself), where
+    it belongs, or the command line where no layer was given."""
     cfg = OmegaConf.structured(ExperimentConfig)
     sources: dict[str, str] = {}
+    last_layer = OVERRIDE
     for source, layer in layers:
         cfg = _apply_layer(cfg, source, layer, sources)
+        last_layer = source
     for item in overrides:
         apply_override(cfg, item, sources)
 
@@ -172,7 +187,9 @@ def compose(layers: Iterable[tuple[str, Any]], overrides: Iterable[str] = ()) ->
 
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ValueError(f"{source_of(missing[0])}: missing required key {missing[0]!r}")
+        key = missing[0]
+        where = "in the config or on the command line" if last_layer != OVERRIDE else "on the command line"
+        raise ValueError(f"{last_layer}: missing required key {key!r}; set it {where} ({key}=...)")
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,13 +17,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from pointseg.utils.comm import (  # noqa: F401
-    all_reduce_,
-    barrier,
-    get_rank,
-    get_world_size,
-    is_main_process,
-)
+if TYPE_CHECKING:
+    from pointseg.sparse import SparseTensor
 
 
 @dataclass(frozen=True)
@@ -40,9 +36,12 @@ class DistInfo:
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU), once.
 
-    ``device`` forces ``cpu``/``cuda``; by default CUDA is used when available.
+    ``device`` forces ``cpu``/``cuda``; by default CUDA is used when available. Asking for CUDA
+    where torch has no CUDA device is a ValueError (a user error, not a traceback).
     """
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch has no CUDA device")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -85,7 +84,7 @@ def worker_init_fn(worker_id: int) -> None:
 class SparseSyncBatchNorm(nn.SyncBatchNorm):
     """SyncBatchNorm that, like ``pointseg.sparse.BatchNorm``, also takes a SparseTensor."""
 
-    def forward(self, x):  # type: ignore[override]
+    def forward(self, x: torch.Tensor | SparseTensor) -> torch.Tensor | SparseTensor:  # type: ignore[override]
         if hasattr(x, "replace_feats"):
             return x.replace_feats(super().forward(x.feats))
         return super().forward(x)

@@ -36,9 +36,9 @@ class OptimConfig:
     momentum: float = param(0.9, "[LG] SGD momentum", in_range(0.0, 1.0))
     dampening: float = param(0.1, "[LG] SGD dampening", in_range(0.0, 1.0))
     weight_decay: float = param(1e-4, "[LG] L2 weight decay (AdamW: decoupled)", non_negative)
-    nesterov: bool = param(False, "SGD Nesterov momentum")
-    betas: list = param([0.9, 0.999], "AdamW betas (PyTorch's defaults)")
-    eps: float = param(1e-8, "AdamW epsilon (PyTorch's default)", positive)
+    nesterov: bool = param(False, "[PyTorch default] SGD Nesterov momentum (torch needs dampening 0 for it)")
+    betas: list = param([0.9, 0.999], "[PyTorch default] AdamW betas (= [LG] adam_beta1, adam_beta2)")
+    eps: float = param(1e-8, "[PyTorch default] AdamW epsilon", positive)
 
 
 def _milestones(v: Any) -> str | None:
@@ -53,14 +53,14 @@ class SchedConfig:
     milestones: list = param([18000, 22500], "[LG] epochs 120 and 150 of 400 at 150 iterations per epoch (multistep)", _milestones)
     gamma: float = param(0.3, "[LG] step_gamma: the factor at each milestone (multistep)", positive)
     power: float = param(0.9, "[LG] poly_power (poly)", positive)
-    warmup_iters: int = param(0, "linear warmup iterations (poly, multistep)", non_negative)
-    warmup_ratio: float = param(0.1, "warmup starts at this fraction of the lr", in_range(0.0, 1.0 + 1e-9))
-    pct_start: float = param(0.05, "onecycle: share of the run spent warming up (Pointcept's recipes)", in_range(0.0, 1.0))
-    anneal_strategy: str = param("cos", "onecycle: cos | linear", one_of("cos", "linear"))
-    div_factor: float = param(10.0, "onecycle: initial lr = max lr / div_factor", positive)
-    final_div_factor: float = param(1000.0, "onecycle: final lr = initial lr / final_div_factor", positive)
-    max_lr: Optional[float] = param(None, "onecycle: peak lr; null: optim.lr", positive)
-    cycle_momentum: bool = param(False, "onecycle: cycle the momentum (it would override SGD's)")
+    warmup_iters: int = param(0, "[LG] none: linear warmup iterations (poly, multistep)", non_negative)
+    warmup_ratio: float = param(0.1, "[ours] warmup starts at this fraction of the lr (mmcv's warmup_ratio); used only with warmup_iters", in_range(0.0, 1.0 + 1e-9))
+    pct_start: float = param(0.05, "[Pointcept] onecycle: share of the run spent warming up", in_range(0.0, 1.0))
+    anneal_strategy: str = param("cos", "[Pointcept] onecycle: cos | linear", one_of("cos", "linear"))
+    div_factor: float = param(10.0, "[Pointcept] onecycle: initial lr = max lr / div_factor", positive)
+    final_div_factor: float = param(1000.0, "[Pointcept] onecycle: final lr = initial lr / final_div_factor", positive)
+    max_lr: Optional[float] = param(None, "[ours] onecycle: peak lr; null: optim.lr, so one key sets the lr of every schedule", positive)
+    cycle_momentum: bool = param(False, "[ours] onecycle: cycle the momentum; off so that optim.momentum holds (torch's default cycles it)")
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], optim_cfg: Mapping[str, Any] | Any) -> Optimizer:

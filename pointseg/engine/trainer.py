@@ -41,20 +41,14 @@ from pointseg.engine.checkpoint import (
     save_checkpoint,
 )
 from pointseg.engine.config import complete_config, save_config, to_plain_dict
-from pointseg.engine.distributed import (
-    all_reduce_,
-    barrier,
-    convert_sync_batchnorm,
-    init_distributed,
-    seed_everything,
-    worker_init_fn,
-)
+from pointseg.engine.distributed import convert_sync_batchnorm, init_distributed, seed_everything, worker_init_fn
 from pointseg.engine.legacy import CHECKPOINT_FORMAT
 from pointseg.engine.logger import ERRORS_LOG, TRAIN_LOG, VAL_LOG, RunLogger, memory_mb
 from pointseg.engine.optim import build_optimizer, build_scheduler, current_lr
 from pointseg.engine.trainer_config import TrainConfig
-from pointseg.utils.comm import all_gather_object
+from pointseg.utils.comm import all_gather_object, all_reduce_, barrier
 from pointseg.utils.errors import one_line
+from pointseg.utils.io import remove_temporaries
 from pointseg.utils.lock import FolderLock
 
 log = logging.getLogger(__name__)
@@ -66,6 +60,9 @@ CONFIG_FILE = "config.yaml"
 TENSORBOARD_EVENTS = "events.out.tfevents.*"
 # What a run writes into its folder: all of it (and only it) goes with --overwrite.
 RUN_OUTPUTS = (CHECKPOINT_DIR, CONFIG_FILE, TRAIN_LOG, VAL_LOG, ERRORS_LOG, TENSORBOARD_EVENTS)
+# The run-folder files the trainer writes atomically (the checkpoints folder is all its own).
+ATOMIC_OUTPUTS = (CONFIG_FILE, TRAIN_LOG, VAL_LOG)
+
 
 def snapshot_name(iteration: int) -> str:
     """File name of the kept checkpoint of one iteration (sorts by iteration)."""
@@ -166,12 +163,18 @@ class Trainer:
             raise
 
     def _claim_run_dir(self, resume: bool, overwrite: bool) -> None:
-        """Lock the run folder (main process), then refuse to start afresh over its checkpoints, or
-        clear them (``overwrite``). Every process raises the main process's error, if any."""
+        """Lock the run folder (main process), delete the temporaries of a killed save, then refuse
+        to start afresh over its checkpoints, or clear them (``overwrite``). Every process raises
+        the main process's error, if any."""
         error: BaseException | None = None
         if self.is_main:
             try:
                 self._lock.acquire()
+                removed = remove_temporaries(self.run_dir, ATOMIC_OUTPUTS)
+                if self.ckpt_dir.is_dir():
+                    removed += remove_temporaries(self.ckpt_dir)
+                if removed:
+                    log.info("%s: removed %d temporary file(s) an interrupted save left", self.run_dir, len(removed))
                 existing = sorted(p.name for p in self.ckpt_dir.glob("*.pth"))
                 if existing and not resume and not overwrite:
                     raise FileExistsError(
@@ -186,7 +189,7 @@ class Trainer:
         if self.dist.world_size > 1:  # the other processes would wait for rank 0 forever
             main_error = all_gather_object(None if error is None else one_line(error))[0]
             if error is None and main_error is not None:
-                raise FileExistsError(main_error)
+                raise OSError(main_error)  # the main process's error is an OSError; its message is the same
         if error is not None:
             raise error
 
@@ -384,8 +387,9 @@ class Trainer:
             kept = f"last good checkpoint kept: {last}" if last.exists() else "no checkpoint was written yet"
             raise NonFiniteLossError(f"iteration {iteration}: loss term {name!r} is {value}; stopping ({kept})")
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step over ``accumulate`` micro-batches; returns the mean loss terms."""
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimizer step over ``accumulate`` micro-batches; returns the mean loss terms
+        (detached scalars on the device: reading them would wait for the step to finish)."""
         self.net.train()
         iteration = self.iteration + 1
         sums: dict[str, torch.Tensor] = {}
@@ -410,7 +414,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.iteration = iteration
-        return {k: v / self.accumulate if self.accumulate > 1 else v for k, v in sums.items()}  # type: ignore[misc]
+        return {k: v / self.accumulate if self.accumulate > 1 else v for k, v in sums.items()}
 
     def _reduce_losses(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
         keys = sorted(losses)

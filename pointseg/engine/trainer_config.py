@@ -24,19 +24,19 @@ class TrainConfig:
     """The ``train`` section: length, optimization options, logging, validation and checkpoints."""
 
     iterations: int = param(60000, "[LG] max_epoch 400: 400 epochs of the 1201 train scenes at 8 per step", positive)
-    accumulate: int = param(1, "micro-batches per optimizer step", positive)
-    grad_clip: Optional[float] = param(None, "max gradient L2 norm; null: off", positive)
-    amp: bool = param(False, "fp16 autocast + GradScaler (CUDA only)")
+    accumulate: int = param(1, "[LG] iter_size: micro-batches per optimizer step", positive)
+    grad_clip: Optional[float] = param(None, "[ours] max gradient L2 norm; null: off (clipping changes the optimization the lr was tuned for)", positive)
+    amp: bool = param(False, "[ours] fp16 autocast + GradScaler (CUDA only); off: fp32, the same arithmetic on CPU and GPU")
     sync_bn: Any = param("auto", "[LG] auto: SyncBatchNorm when more than one GPU trains; true | false", _sync_bn)
-    find_unused_parameters: bool = param(False, "DistributedDataParallel option")
-    log_every: int = param(20, "iterations between log.jsonl / TensorBoard records", positive)
-    console_every: int = param(100, "iterations between console lines", positive)
-    validate: bool = param(True, "voxel-level val mIoU when DATA/val exists; best.pth follows it")
-    val_every: int = param(2000, "iterations between validations (and always at the end); 0: only at the end", non_negative)
+    find_unused_parameters: bool = param(False, "[PyTorch default] DistributedDataParallel option; true only for a model with parameters some steps leave unused")
+    log_every: int = param(20, "[ours] iterations between log.jsonl / TensorBoard records: a curve of 3000 points over 60000 iterations", positive)
+    console_every: int = param(100, "[ours] iterations between console lines (the progress bar shows every iteration)", positive)
+    validate: bool = param(True, "[ours] voxel-level val mIoU when DATA/val exists; best.pth follows it")
+    val_every: int = param(2000, "[ours] iterations between validations (and always at the end); 0: only at the end; [LG] val_freq 400, ours 5x rarer: each is a pass over the whole val split", non_negative)
     stop_on_val_error: bool = param(False, "[ours] a validation that raises ends the run (after saving last.pth); false: it is reported and logged (val.jsonl, errors.log), training goes on")
-    save_every: int = param(1000, "iterations between last.pth saves; 0: only at the end", non_negative)
-    snapshot_every: int = param(0, "also keep checkpoints/iter_<it>.pth every N iterations (collapse curves); 0: off", non_negative)
-    progress_bar: bool = param(True, "a tqdm bar on the console")
+    save_every: int = param(1000, "[LG] save_freq: iterations between last.pth saves; 0: only at the end", non_negative)
+    snapshot_every: int = param(0, "[ours] also keep checkpoints/iter_<it>.pth every N iterations (collapse curves); 0: off, each is a full checkpoint", non_negative)
+    progress_bar: bool = param(True, "[ours] a tqdm bar on the console; false where the console goes to a log file")
     threads: Any = param(
         "auto",
         "[ours] torch's intra-op CPU threads: auto = usable cores (shared among torchrun's processes) minus "

@@ -23,11 +23,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def is_main_process() -> bool:
-    """Only this process writes files and logs."""
-    return get_rank() == 0
-
-
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -1,7 +1,7 @@
 """Declaring config sections: a dataclass field with its default, a one-line doc and a check.
 
 Each module that reads a config section declares it once as a dataclass of ``param`` fields
-(``pointseg.data.dataset.DataConfig``, ``pointseg.engine.trainer.TrainConfig``, ...), and
+(``pointseg.data.dataset.DataConfig``, ``pointseg.engine.trainer_config.TrainConfig``, ...), and
 ``pointseg.engine.config`` assembles them into the experiment schema. OmegaConf checks the types
 and rejects unknown keys; the ``check`` of each field validates its value once, at load, so no
 module has to re-check or replace what the user wrote.
@@ -85,17 +85,6 @@ def in_range(low: float, high: float) -> Check:
 
 def one_of(*choices: Any) -> Check:
     return lambda v: None if v is None or v in choices else f"must be one of {list(choices)}"
-
-
-def all_of(*checks: Check) -> Check:
-    def run(v: Any) -> str | None:
-        for c in checks:
-            problem = c(v)
-            if problem:
-                return problem
-        return None
-
-    return run
 
 
 # ------------------------------------------------------------------------------ walking a schema
