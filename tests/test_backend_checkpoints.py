@@ -40,6 +40,6 @@ def test_checkpoint_predicts_the_same_labels_on_every_backend(trained_on, data_r
     }
     expected = labels[trained_on]
     assert len(np.unique(expected)) > 1, "the run learned nothing to compare (one class everywhere)"
-    assert expected.shape == (np.load(Path(data_root) / "val" / VAL_SCENE / "coord.npy").shape[0],)
+    assert expected.shape == (np.load(Path(data_root) / "val" / VAL_SCENE / "coord.npy", allow_pickle=False).shape[0],)
     for backend, got in labels.items():
         assert np.array_equal(got, expected), f"{trained_on} checkpoint on {backend}: {(got != expected).sum()} vertices differ"

@@ -232,7 +232,7 @@ def test_tool_val_metrics_match_saved_predictions(tiny_run) -> None:
     m = SemSegMetric()
     for scene in ("scene0011_00", "scene0015_00"):
         ids = np.loadtxt(out / "predictions" / f"{scene}.txt", dtype=np.int64)
-        gt = np.load(data / "val" / scene / "segment200.npy")
+        gt = np.load(data / "val" / scene / "segment200.npy", allow_pickle=False)
         assert ids.shape == gt.shape  # one line per vertex
         m.process(meta.class_table().to_index(ids), gt)
     np.testing.assert_array_equal(conf, m.confusion)

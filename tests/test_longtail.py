@@ -17,9 +17,16 @@ from pointseg.preprocessing.preprocess import preprocess_scannet200
 from pointseg.synthetic import longtail
 from pointseg.utils.io import load_npy
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(train=12, val=4, test=2, seed=3)
 CONFIG = longtail.BenchmarkConfig()
+# What docs/study.md promises for the default benchmark (seed 0, 150 / 60 / 10 scenes).
+DOC_SPLIT_SIZES = {"head": 5, "common": 7, "tail": 8}
+DOC_POINT_IF = 1052
+DOC_CENTER_IF = 21.4
+DOC_TAIL_POINTS = (668, 7347)
+DOC_TAIL_SCENES = (7, 15)
+DOC_VAL_SCENES_PER_CLASS = 15
+DOC_TRAIN_MEAN_VERTICES = 13_000  # measured 12,993
 
 
 def _tool():
@@ -79,7 +86,10 @@ def test_classes_by_split_distinct_and_one_lookalike_pair():
     split = {s.name: s.split for s in specs}
     assert split["wall"] == split["floor"] == "head"
     n = {s: sum(v == s for v in split.values()) for s in meta.SPLITS}
-    assert 3 <= n["head"] < n["common"] + n["tail"] and n["common"] >= 5 and n["tail"] >= 5
+    assert n == DOC_SPLIT_SIZES
+    # the same from the ScanNet200 split table, by class index
+    by_table = [table.split[i] for i in longtail.class_indices()]
+    assert {s: by_table.count(s) for s in meta.SPLITS} == DOC_SPLIT_SIZES
     # no class that the official val split never holds: every class must be measurable on val
     assert not table.train_only[longtail.class_indices()].any()
     raw_table = meta.raw_category_table()
@@ -118,10 +128,17 @@ def test_plan_at_default_size_is_long_tailed_and_val_balanced():
         split_plans = [p for p in plans if p.split == split]
         assert len(split_plans) == d[split]
         scenes = np.array([sum(i in p.forced for p in split_plans) for i in objects])
-        if split == "train":  # wall and floor are in every scene: center imbalance = n / min
-            assert d["train"] / scenes.min() >= 20
+        if split == "train":
+            # wall and floor are in every scene, so the center imbalance is n / (scenes of the
+            # rarest class), and that class's scenes are its share of n, rounded
+            rarest = min(c.train_share for c in longtail.CLASSES)
+            assert scenes.min() == round(rarest * d["train"]) == 7
+            assert d["train"] / scenes.min() == pytest.approx(DOC_CENTER_IF, abs=0.05)
+            tail = [i for i in objects if meta.class_table().split[i] == "tail"]
+            tail_scenes = [sum(i in p.forced for p in split_plans) for i in tail]
+            assert (min(tail_scenes), max(tail_scenes)) == DOC_TAIL_SCENES
         elif split == "val":
-            assert scenes.min() >= 15 and scenes.min() == scenes.max()
+            assert set(scenes.tolist()) == {DOC_VAL_SCENES_PER_CLASS} == {d["val"] // 4}
         else:
             assert scenes.min() >= 1
 
@@ -177,6 +194,14 @@ def test_official_labels_hold_exactly_the_planned_classes(small):
     for split in ("train", "val"):
         counts = labelled_scene_counts(data, split)[longtail.class_indices()]
         np.testing.assert_array_equal(counts, longtail.scene_counts(SMALL[split], split))
+    # every class is in the labels of train, split 5 / 7 / 8 by the ScanNet200 split table
+    train_splits = [table.split[i] for i in np.flatnonzero(labelled_scene_counts(data, "train"))]
+    assert {s: train_splits.count(s) for s in meta.SPLITS} == DOC_SPLIT_SIZES
+    # val is balanced: wall and floor in all 4 scenes, every other class in exactly 1 (a quarter)
+    val = labelled_scene_counts(data, "val")
+    assert {table.name[i]: int(val[i]) for i in np.flatnonzero(val)} == {
+        c.name: SMALL["val"] if c.name in longtail.STRUCTURE_CLASSES else 1 for c in longtail.CLASSES
+    }
 
 
 def test_every_object_is_thick_enough(small):
@@ -193,18 +218,29 @@ def test_every_object_is_thick_enough(small):
 
 @pytest.mark.slow
 def test_default_benchmark_imbalance_and_val_balance_from_the_labels(tmp_path: Path):
-    """Generate and preprocess the default benchmark (about 15 s on 2 cores); the imbalance factors
-    are those tools/imbalance.py reports, computed from segment200.npy."""
+    """Generate and preprocess the default benchmark (about 15 s on 2 cores) and check the numbers
+    docs/study.md gives, computed from segment200.npy as tools/imbalance.py does."""
     raw, data = tmp_path / "raw", tmp_path / "data"
     longtail.generate_longtail(raw, workers=2, progress=False)
     assert not preprocess_scannet200(raw, data, workers=2, progress=False).failed
-    result = analyze_imbalance(count_split(data, "train"))
+    train = count_split(data, "train")
+    result = analyze_imbalance(train)
     assert result["num_classes_present"] == 20
-    assert result["point_imbalance_factor"] >= 500
-    assert result["center_imbalance_factor"] >= 20
+    assert result["point_imbalance_factor"] == pytest.approx(DOC_POINT_IF, rel=0.005)
+    # wall and floor in all 150 scenes, the rarest class (share 0.047) in 7
+    assert result["center_imbalance_factor"] == pytest.approx(150 / 7)
+    assert result["center_imbalance_factor"] == pytest.approx(DOC_CENTER_IF, abs=0.05)
+    tail = [i for i in longtail.class_indices() if meta.class_table().split[i] == "tail"]
+    tail_points = train.points[tail]
+    assert tail_points.min() == pytest.approx(DOC_TAIL_POINTS[0], rel=0.02)
+    assert tail_points.max() == pytest.approx(DOC_TAIL_POINTS[1], rel=0.02)
+    assert (int(train.scenes[tail].min()), int(train.scenes[tail].max())) == DOC_TAIL_SCENES
     val = labelled_scene_counts(data, "val")[longtail.class_indices()]
-    assert val.min() >= 15
+    objects = [c.name not in longtail.STRUCTURE_CLASSES for c in longtail.CLASSES]
+    assert set(val[objects].tolist()) == {DOC_VAL_SCENES_PER_CLASS} and set(val[~np.array(objects)].tolist()) == {60}
+    train_sizes = [len(load_npy(d / "coord.npy")) for d in _scene_dirs(data, "train")]
+    assert np.mean(train_sizes) == pytest.approx(DOC_TRAIN_MEAN_VERTICES, rel=0.02)
     sizes = [len(load_npy(d / "coord.npy")) for s in ("train", "val", "test") for d in _scene_dirs(data, s)]
-    assert 5000 <= np.mean(sizes) <= 15000 and max(sizes) <= 20000  # small scenes: minutes of CPU
+    assert max(sizes) <= 20000  # small scenes: minutes of CPU
     widths = instance_widths(data, "val")
     assert min(w for *_, w in widths) >= longtail.min_side_metres(CONFIG)

@@ -159,6 +159,43 @@ def test_writer_checks_everything_before_writing(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork to kill a writer midway")
+def test_killed_writer_leaves_no_partial_scene_folder(tmp_path, monkeypatch):
+    """A writer killed after the mesh (a forked child that exits on the spot) leaves no folder
+    under the scene's name, only a temporary that remove_temporaries deletes; a writer that fails
+    while replacing a scene leaves the old scene intact."""
+    from pointseg.utils.io import remove_temporaries
+
+    real_write_mesh = rawmod._write_mesh
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    pid = os.fork()
+    if pid == 0:  # the child dies between the mesh and the JSON files, skipping every cleanup
+        try:
+            rawmod._write_mesh = lambda *a: (real_write_mesh(*a), os._exit(3))
+            write_grid_scene(scans, "scene0001_00")
+        finally:
+            os._exit(1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 3
+    left = list(scans.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".scene0001_00.")  # a hidden temporary only
+    assert (left[0] / "scene0001_00_vh_clean_2.ply").is_file()  # it did die after the mesh
+    assert remove_temporaries(scans) == left and list(scans.iterdir()) == []
+
+    def write_then_fail(path, *args):
+        real_write_mesh(path, *args)
+        raise OSError("disk full")
+
+    write_grid_scene(scans, "scene0002_00")
+    folder = scans / "scene0002_00"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    monkeypatch.setattr(rawmod, "_write_mesh", write_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_grid_scene(scans, "scene0002_00", groups=[{"id": 0, "segments": [100], "label": "chair"}])
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in scans.iterdir()] == ["scene0002_00"]
+
+
 def test_test_scene_has_only_mesh_and_txt(tmp_path):
     write_grid_scene(tmp_path, "scene0707_00", labelled=False)
     assert sorted(p.name for p in (tmp_path / "scene0707_00").iterdir()) == ["scene0707_00.txt", "scene0707_00_vh_clean_2.ply"]
@@ -254,7 +291,7 @@ def test_preprocess_outputs_labels_stats_and_failures(tmp_path):
     np.testing.assert_allclose(data["normal"], np.tile([0, 0, 1], (16, 1)), atol=1e-6)
     assert data["segment200"].tolist() == [CHAIR] * 4 + [WALL] * 4 + [-1] * 8
     assert data["instance"].tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [-1] * 4
-    seg1 = np.load(out / "train" / "scene0001_00" / "segment200.npy")
+    seg1 = np.load(out / "train" / "scene0001_00" / "segment200.npy", allow_pickle=False)
     assert seg1.tolist() == [CHAIR] * 8 + [-1] * 4 + [CHAIR] * 4
     assert sorted(p.name for p in (out / "test" / "scene0707_00").iterdir()) == ["color.npy", "coord.npy", "normal.npy"]
     # Failed scenes leave nothing behind, no temporaries either.
@@ -283,11 +320,11 @@ def test_axis_alignment_by_hand(tmp_path):
     v, _, _ = write_grid_scene(raw / "scans", "scene0000_00", axis=axis)
     preprocess_scannet200(raw, tmp_path / "plain", progress=False)
     preprocess_scannet200(raw, tmp_path / "aligned", align=True, progress=False)
-    plain = np.load(tmp_path / "plain" / "train" / "scene0000_00" / "coord.npy")
-    aligned = np.load(tmp_path / "aligned" / "train" / "scene0000_00" / "coord.npy")
+    plain = np.load(tmp_path / "plain" / "train" / "scene0000_00" / "coord.npy", allow_pickle=False)
+    aligned = np.load(tmp_path / "aligned" / "train" / "scene0000_00" / "coord.npy", allow_pickle=False)
     np.testing.assert_array_equal(plain, v.astype(np.float32))
     np.testing.assert_allclose(aligned, np.stack([v[:, 0] + 1, 2 - v[:, 2], v[:, 1] + 3], axis=1), atol=1e-6)
-    normal = np.load(tmp_path / "aligned" / "train" / "scene0000_00" / "normal.npy")
+    normal = np.load(tmp_path / "aligned" / "train" / "scene0000_00" / "normal.npy", allow_pickle=False)
     np.testing.assert_allclose(normal, np.tile([0, -1, 0], (16, 1)), atol=1e-6)
 
 
@@ -354,8 +391,8 @@ def test_two_workers_match_one(tmp_path):
     assert one.failed == two.failed and set(two.failed) == {scenes[2]}
     for s in two.done:
         for name in ("coord", "color", "normal", "segment200", "instance"):
-            a = np.load(tmp_path / "one" / "train" / s / f"{name}.npy")
-            b = np.load(tmp_path / "two" / "train" / s / f"{name}.npy")
+            a = np.load(tmp_path / "one" / "train" / s / f"{name}.npy", allow_pickle=False)
+            b = np.load(tmp_path / "two" / "train" / s / f"{name}.npy", allow_pickle=False)
             assert a.dtype == b.dtype and np.array_equal(a, b)
     assert (tmp_path / "one" / "stats.json").read_text() == (tmp_path / "two" / "stats.json").read_text()
 

@@ -43,11 +43,6 @@ def scene_dir(root: str | os.PathLike, split: str, scene: str) -> Path:
     return Path(root) / check_folder_name(split, "split", "val") / check_folder_name(scene)
 
 
-def scene_dirs(root: str | os.PathLike, split: str) -> list[Path]:
-    """The scene folders of a split (those with a ``coord.npy``), sorted by name."""
-    return sorted(p.parent for p in (Path(root) / split).glob(f"*/{COORD_FILE}"))
-
-
 def is_finished(folder: str | os.PathLike, labelled: bool) -> bool:
     """Whether a scene folder holds every file of its split (written by pointseg or Pointcept)."""
     names = INPUT_FILES + (LABEL_FILES if labelled else ())

@@ -3,8 +3,9 @@
 Preprocessing writes the counts into ``stats.json``. Folders preprocessed elsewhere (Pointcept's
 ScanNet200 folders) have none; then the counts come from reading every
 ``<split>/<scene>/segment200.npy`` once, and the result is cached under the user's cache folder,
-keyed by the folder's absolute path and checked against its scene list, so a second run (or the
-other processes of a distributed run) does not read the labels again.
+keyed by the folder's absolute path and checked against its scene list and each label file's
+size, modification time and inode, so a second run (or the other processes of a distributed run)
+does not read the labels again, and a relabelled folder is counted anew.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ STATS_FILE = "stats.json"
 # Per-class arrays of one split in DATA/stats.json.
 POINT_COUNT_KEY = "class_point_counts"
 SCENE_COUNT_KEY = "class_scene_counts"
-LABEL_FILE = SEGMENT_FILE
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,9 @@ class ClassCounts:
 def count_split(data_root: str | Path, split: str = "train", num_classes: int = NUM_CLASSES) -> ClassCounts:
     """Count by reading every ``DATA/<split>/<scene>/segment200.npy`` (class index or −1)."""
     split_dir = Path(data_root) / split
-    files = sorted(split_dir.glob(f"*/{LABEL_FILE}"))
+    files = sorted(split_dir.glob(f"*/{SEGMENT_FILE}"))
     if not files:
-        raise FileNotFoundError(f"{split_dir}: no <scene>/{LABEL_FILE} found")
+        raise FileNotFoundError(f"{split_dir}: no <scene>/{SEGMENT_FILE} found")
     points = np.zeros(num_classes, dtype=np.int64)
     scenes = np.zeros(num_classes, dtype=np.int64)
     for f in files:
@@ -62,7 +62,7 @@ def count_split(data_root: str | Path, split: str = "train", num_classes: int = 
         n = np.bincount(seg[seg >= 0], minlength=num_classes)
         points += n
         scenes += n > 0
-    return ClassCounts(points, scenes, f"{split_dir}/*/{LABEL_FILE} ({len(files)} scenes)", len(files))
+    return ClassCounts(points, scenes, f"{split_dir}/*/{SEGMENT_FILE} ({len(files)} scenes)", len(files))
 
 
 def read_stats(path: str | Path, split: str = "train", num_classes: int = NUM_CLASSES) -> ClassCounts | None:
@@ -123,8 +123,14 @@ def _cache_file(data_root: Path, split: str, num_classes: int) -> Path:
     return base / f"{key}.json"
 
 
-def _scene_list(data_root: Path, split: str) -> list[str]:
-    return sorted(p.parent.name for p in (data_root / split).glob(f"*/{LABEL_FILE}"))
+def _scene_list(data_root: Path, split: str) -> list[list]:
+    """The cache key: per scene its name and its label file's size, mtime and inode, so that a
+    relabelled folder (same scene names, new ``segment200.npy``) is counted again."""
+    key = []
+    for path in sorted((data_root / split).glob(f"*/{SEGMENT_FILE}")):
+        st = path.stat()
+        key.append([path.parent.name, st.st_size, st.st_mtime_ns, st.st_ino])
+    return key
 
 
 def load_class_counts(
@@ -147,11 +153,11 @@ def load_class_counts(
                 log.info("class counts of %s/%s from the cache %s", root, split, cache_path)
                 return ClassCounts(
                     np.asarray(cached["points"], dtype=np.int64), np.asarray(cached["scenes_with_class"], dtype=np.int64),
-                    f"{root / split}/*/{LABEL_FILE} ({len(scenes)} scenes, cached in {cache_path})", len(scenes),
+                    f"{root / split}/*/{SEGMENT_FILE} ({len(scenes)} scenes, cached in {cache_path})", len(scenes),
                 )
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a stale or broken cache is recounted and rewritten
-    log.info("%s has no class counts: counting %s/%s/*/%s once", stats_path, root, split, LABEL_FILE)
+    log.info("%s has no class counts: counting %s/%s/*/%s once", stats_path, root, split, SEGMENT_FILE)
     counts = count_split(root, split, num_classes)
     if cache_path is not None:
         payload = {"root": str(root.resolve()), "split": split, "scenes": scenes,

@@ -23,7 +23,7 @@ from plyfile import PlyData, PlyElement, PlyParseError
 
 from pointseg import meta
 from pointseg.data.scene import check_folder_name
-from pointseg.utils.io import atomic_path, atomic_write_text
+from pointseg.utils.io import atomic_path
 
 # Over-segmentation parameters of the ScanNet release, written into segs.json for fidelity only.
 SEGS_PARAMS = {
@@ -118,6 +118,11 @@ def write_raw_scene(
 ) -> None:
     """Write one scan in the raw ScanNet layout (labelled when ``seg_indices`` is given).
 
+    The folder is written whole or not at all: it replaces an existing ``scene_dir`` (files of
+    the older one that this call does not write are gone), and a writer killed midway leaves
+    only a hidden temporary beside it (``.<scene>.<random>.tmp``, which
+    :func:`pointseg.utils.io.remove_temporaries` deletes).
+
     The bytes depend only on the inputs, so regenerating a synthetic scene gives identical files.
     Coordinates are written as given (NaN included): checking them is the reader's job, and
     tests need to write broken scans.
@@ -171,10 +176,13 @@ def write_raw_scene(
         lines.append(f"sceneType = {scene_type}")
     texts[info_file(scene_id)] = "".join(ln + "\n" for ln in lines)
 
-    scene_dir.mkdir(parents=True, exist_ok=True)
-    _write_mesh(scene_dir / mesh_file(scene_id), vertices, colors, faces)
-    for name, text in texts.items():
-        atomic_write_text(scene_dir / name, text)
+    # The folder is filled under a temporary name and renamed into place (replacing an older
+    # one), so a killed writer leaves no half-written scene under the scene's name.
+    with atomic_path(scene_dir) as tmp:
+        tmp.mkdir()
+        _write_mesh(tmp / mesh_file(scene_id), vertices, colors, faces)
+        for name, text in texts.items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
 
 def _write_mesh(path: Path, vertices: np.ndarray, colors: np.ndarray, faces: np.ndarray) -> None:
@@ -202,11 +210,10 @@ def _write_mesh(path: Path, vertices: np.ndarray, colors: np.ndarray, faces: np.
         len_types={"vertex_indices": "u1"},
     )
     header = PlyData([vertex_el, face_el], text=False, byte_order="<").header
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(header.encode("ascii") + b"\n")
-            f.write(vert.tobytes())
-            f.write(face.tobytes())
+    with open(path, "wb") as f:  # inside the scene's temporary folder (write_raw_scene)
+        f.write(header.encode("ascii") + b"\n")
+        f.write(vert.tobytes())
+        f.write(face.tobytes())
 
 
 # ---------------------------------------------------------------------------------------------

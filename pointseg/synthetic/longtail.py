@@ -12,7 +12,7 @@ learnable there in a CPU run. Here the question "does a method help the tail?" c
   wall and floor in all of them), so center-level imbalance is ``1 / min share`` and point-level
   imbalance follows from the object sizes;
 * a balanced val (and test) split: every object class in the same number of scenes;
-* small rooms (about 12k vertices; coarser vertex spacing than ScanNet's 2 cm, no coarser than
+* small rooms (about 13k vertices; coarser vertex spacing than ScanNet's 2 cm, no coarser than
   the 5 cm voxels the training uses).
 
 Scenes are written in the raw ScanNet layout with raw-category strings, so the labels come from

@@ -16,7 +16,7 @@ import numpy as np
 
 from pointseg.synthetic import catalog as cat
 from pointseg.synthetic import shapes
-from pointseg.synthetic.shapes import Mesh
+from pointseg.synthetic.shapes import Mesh, Vector
 
 OBJECT_SPACING = 0.02  # metres between vertices on objects
 # Walls, floors and ceilings are planar; ScanNet's decimated meshes are coarser there.
@@ -37,6 +37,9 @@ ANCHORS: dict[str, tuple[tuple[str, float, int], ...]] = {
     "storage": (("shelf", 0.9, 2), ("box", 0.9, 4), ("storage bin", 0.4, 2)),
     "laundry": (("washing machine", 0.9, 1), ("clothes dryer", 0.8, 1), ("laundry basket", 0.6, 1)),
 }
+
+
+Rect = tuple[float, float, float, float]  # (x0, x1, y0, y1) of a floor footprint
 
 
 @dataclass
@@ -70,7 +73,7 @@ class Room:
     rng: np.random.Generator
     objects: list[SceneObject] = field(default_factory=list)
     placed: list[_Placed] = field(default_factory=list)
-    rects: list[tuple[float, float, float, float]] = field(default_factory=list)
+    rects: list[Rect] = field(default_factory=list)
     n_vertices: int = 0
     # vertex spacing of objects and of walls / floors / ceilings (benchmarks with smaller scenes
     # sample coarser)
@@ -93,21 +96,28 @@ class Room:
         """Yaw that turns the local back (+y) towards the wall of inward ``normal``."""
         return math.atan2(normal[0], -normal[1])
 
-    def footprint(self, center, yaw, size) -> tuple[float, float, float, float]:
+    def footprint(self, center: Vector, yaw: float, size: Vector) -> Rect:
+        """Axis-aligned floor rectangle (x0, x1, y0, y1) of a turned object, for overlap tests."""
         c, s = abs(math.cos(yaw)), abs(math.sin(yaw))
         size = [float(size[0]), float(size[1])]
         hx = (size[0] * c + size[1] * s) / 2
         hy = (size[0] * s + size[1] * c) / 2
         return (center[0] - hx, center[0] + hx, center[1] - hy, center[1] + hy)
 
-    def fits(self, rect) -> bool:
+    def fits(self, rect: Rect) -> bool:
+        """Whether ``rect`` lies in the room and keeps 2 cm from every occupied rectangle."""
         x0, x1, y0, y1 = rect
         if x0 < -1e-6 or y0 < -1e-6 or x1 > self.length + 1e-6 or y1 > self.width + 1e-6:
             return False
         return all(x1 <= a0 + 0.02 or x0 >= a1 - 0.02 or y1 <= b0 + 0.02 or y0 >= b1 - 0.02 for a0, a1, b0, b1 in self.rects)
 
     # -- adding objects -----------------------------------------------------------------------
-    def add(self, spec: cat.ClassSpec | None, mesh: Mesh, center, yaw: float, z0: float, size, label=None, wall=None, sid=None, palette=None) -> _Placed:
+    def add(
+        self, spec: cat.ClassSpec | None, mesh: Mesh, center: Vector, yaw: float, z0: float, size: Vector,
+        label: str | None = None, wall: int | None = None, sid: int | None = None, palette: np.ndarray | None = None,
+    ) -> _Placed:
+        """Move ``mesh`` into place, colour it and record it; without ``spec`` (an object outside
+        the 200) ``label``, ``sid`` and ``palette`` say what it is."""
         mesh = mesh.moved(shapes.rot_z(yaw), (center[0], center[1], z0))
         rng = self.rng
         pal = (spec.palette if spec is not None else palette).astype(np.float64)

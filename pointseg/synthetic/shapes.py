@@ -13,10 +13,13 @@ dependencies of pointseg and their primitives are not sampled at a fixed spacing
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
+
+# A point, direction or size: a tuple of floats or an array.
+Vector = Sequence[float] | np.ndarray
 
 
 @dataclass
@@ -28,7 +31,9 @@ class Mesh:
     def __len__(self) -> int:
         return len(self.verts)
 
-    def moved(self, rotation: np.ndarray | None = None, offset=(0.0, 0.0, 0.0)) -> "Mesh":
+    def moved(self, rotation: np.ndarray | None = None, offset: Vector = (0.0, 0.0, 0.0)) -> Mesh:
+        """The mesh turned by ``rotation`` (3x3) and then shifted by ``offset``: placing an object
+        in the room; faces and parts are shared, not copied."""
         v = self.verts if rotation is None else self.verts @ np.asarray(rotation).T
         return Mesh(v + np.asarray(offset, dtype=np.float64), self.faces, self.part)
 
@@ -61,7 +66,7 @@ def _grid_faces(nu: int, nv: int) -> np.ndarray:
     return np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
 
 
-def quad(origin, u, v, spacing: float, part: int = 0) -> Mesh:
+def quad(origin: Vector, u: Vector, v: Vector, spacing: float, part: int = 0) -> Mesh:
     """Planar patch ``origin + s u + t v`` (s, t in [0, 1]) as a regular triangle grid."""
     origin, u, v = (np.asarray(x, dtype=np.float64) for x in (origin, u, v))
     nu = max(2, math.ceil(np.linalg.norm(u) / spacing) + 1)
@@ -72,7 +77,7 @@ def quad(origin, u, v, spacing: float, part: int = 0) -> Mesh:
     return Mesh(verts, _grid_faces(nu, nv), np.full(len(verts), part, np.int64))
 
 
-def box(lo, hi, spacing: float, part: int = 0, bottom: bool = False, back: bool = True, top: bool = True) -> Mesh:
+def box(lo: Vector, hi: Vector, spacing: float, part: int = 0, bottom: bool = False, back: bool = True, top: bool = True) -> Mesh:
     """Axis-aligned box surface between corners ``lo`` and ``hi``; hidden faces can be left out."""
     x0, y0, z0 = lo
     x1, y1, z1 = hi
@@ -108,7 +113,7 @@ def _zip_rings(ia: np.ndarray, ib: np.ndarray) -> np.ndarray:
     return tri[ok]
 
 
-def revolve(profile, spacing: float, scale_xy=(1.0, 1.0), part: int = 0) -> Mesh:
+def revolve(profile: Sequence[tuple[float, float]] | np.ndarray, spacing: float, scale_xy: tuple[float, float] = (1.0, 1.0), part: int = 0) -> Mesh:
     """Surface of revolution about z of a polyline of (radius, z) points, resampled at ``spacing``.
 
     Cylinders, caps, spheres, bowls and lamp shades are all one profile each; rings get as many
@@ -133,12 +138,12 @@ def revolve(profile, spacing: float, scale_xy=(1.0, 1.0), part: int = 0) -> Mesh
     return Mesh(verts, faces.astype(np.int64), np.full(len(verts), part, np.int64))
 
 
-def cylinder(radius: float, height: float, spacing: float, z0: float = 0.0, part: int = 0, scale_xy=(1.0, 1.0), top: bool = True) -> Mesh:
+def cylinder(radius: float, height: float, spacing: float, z0: float = 0.0, part: int = 0, scale_xy: tuple[float, float] = (1.0, 1.0), top: bool = True) -> Mesh:
     prof = [(radius, z0), (radius, z0 + height)] + ([(0.0, z0 + height)] if top else [])
     return revolve(prof, spacing, scale_xy, part)
 
 
-def ellipsoid(radii, spacing: float, z0: float = 0.0, part: int = 0) -> Mesh:
+def ellipsoid(radii: Vector, spacing: float, z0: float = 0.0, part: int = 0) -> Mesh:
     """Ellipsoid with semi-axes ``radii`` resting on z = z0."""
     rx, ry, rz = radii
     a = np.linspace(-np.pi / 2, np.pi / 2, 24)
@@ -150,22 +155,22 @@ def ellipsoid(radii, spacing: float, z0: float = 0.0, part: int = 0) -> Mesh:
 # shape families: (size (w, d, h), rng, spacing) -> Mesh in the local object frame
 
 
-def _legs(w, d, h, t, spacing, part):
+def _legs(w: float, d: float, h: float, t: float, spacing: float, part: int) -> list[Mesh]:
     xs, ys = (-w / 2 + t, w / 2 - t), (-d / 2 + t, d / 2 - t)
     return [box((x - t / 2, y - t / 2, 0), (x + t / 2, y + t / 2, h), spacing, part, top=False) for x in xs for y in ys]
 
 
-def f_box(s, rng, sp):
+def f_box(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     return box((-w / 2, -d / 2, 0), (w / 2, d / 2, h), sp)
 
 
-def f_panel(s, rng, sp):
+def f_panel(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     return box((-w / 2, -d / 2, 0), (w / 2, d / 2, h), sp, back=False)
 
 
-def f_frame(s, rng, sp):
+def f_frame(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     t = 0.07
     return concat([
@@ -175,21 +180,21 @@ def f_frame(s, rng, sp):
     ])
 
 
-def f_stairs(s, rng, sp):
+def f_stairs(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     n = max(2, round(h / 0.18))
     run, rise = d / n, h / n
     return concat([box((-w / 2, -d / 2 + k * run, 0), (w / 2, -d / 2 + (k + 1) * run, (k + 1) * rise), sp, part=k % 2, back=k == n - 1) for k in range(n)])
 
 
-def f_column(s, rng, sp):
+def f_column(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     if rng.random() < 0.5:
         return cylinder(w / 2, h, sp, top=False)
     return box((-w / 2, -d / 2, 0), (w / 2, d / 2, h), sp, top=False)
 
 
-def f_stall(s, rng, sp):
+def f_stall(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     t = 0.04
     return concat([
@@ -199,22 +204,22 @@ def f_stall(s, rng, sp):
     ])
 
 
-def f_rod(s, rng, sp):
+def f_rod(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     return cylinder(d / 2, w, sp).moved(ROT_Z_TO_X, (-w / 2, 0, d / 2))
 
 
-def f_disk(s, rng, sp):
+def f_disk(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     return cylinder(w / 2, h, sp, scale_xy=(1.0, d / w))
 
 
-def f_table(s, rng, sp):
+def f_table(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     return concat([box((-w / 2, -d / 2, h - 0.04), (w / 2, d / 2, h), sp)] + _legs(w, d, h - 0.04, 0.05, sp, 1))
 
 
-def f_chair(s, rng, sp):
+def f_chair(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     seat = 0.45 * h / 0.9 if h > 0.6 else h * 0.55
     return concat(
@@ -223,14 +228,14 @@ def f_chair(s, rng, sp):
     )
 
 
-def f_stool(s, rng, sp):
+def f_stool(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     if rng.random() < 0.4:  # upholstered block (ottoman-like)
         return box((-w / 2, -d / 2, 0), (w / 2, d / 2, h), sp)
     return concat([box((-w / 2, -d / 2, h - 0.05), (w / 2, d / 2, h), sp)] + _legs(w, d, h - 0.05, 0.04, sp, 1))
 
 
-def f_sofa(s, rng, sp):
+def f_sofa(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     arm, back, seat = 0.15, 0.2, 0.45 * h
     return concat([
@@ -241,7 +246,7 @@ def f_sofa(s, rng, sp):
     ])
 
 
-def f_bed(s, rng, sp):
+def f_bed(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     return concat([
         box((-w / 2, -d / 2, 0), (w / 2, d / 2, 0.3), sp, part=1, top=False),
@@ -250,7 +255,7 @@ def f_bed(s, rng, sp):
     ])
 
 
-def f_shelf(s, rng, sp):
+def f_shelf(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     t = 0.03
     n = max(2, round(h / 0.38))
@@ -269,26 +274,26 @@ def shelf_levels(h: float) -> list[float]:
     return [k * h / n + (0.0 if k else 0.03) for k in range(n)]
 
 
-def f_toilet(s, rng, sp):
+def f_toilet(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     tank = box((-w / 2, d / 2 - 0.2, 0.35), (w / 2, d / 2, h), sp, back=False)
     bowl = revolve([(0.12, 0), (0.18, 0.3), (0.2, 0.4), (0.0, 0.4)], sp, (w / 0.4, 1.25))
     return concat([tank, bowl.moved(None, (0, d / 2 - 0.2 - 0.25, 0))])
 
 
-def f_tub(s, rng, sp):
+def f_tub(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     return concat([box((-w / 2, -d / 2, 0), (w / 2, d / 2, h), sp, top=False), quad((-w / 2 + 0.06, -d / 2 + 0.06, 0.08), (w - 0.12, 0, 0), (0, d - 0.12, 0), sp)])
 
 
-def f_cylinder(s, rng, sp):
+def f_cylinder(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     if rng.random() < 0.5:  # bottle-like: a neck
         return revolve([(w / 2, 0), (w / 2, 0.7 * h), (w / 5, 0.85 * h), (w / 5, h), (0, h)], sp, (1.0, d / w))
     return cylinder(w / 2, h, sp, scale_xy=(1.0, d / w))
 
 
-def f_case(s, rng, sp):
+def f_case(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     body = ellipsoid((w / 2, d / 2, 0.22 * h), sp)
     upper = ellipsoid((0.38 * w, d / 2, 0.16 * h), sp, z0=0.38 * h)
@@ -296,26 +301,26 @@ def f_case(s, rng, sp):
     return concat([body, upper, neck])
 
 
-def f_soft(s, rng, sp):
+def f_soft(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     return ellipsoid((w / 2, d / 2, h / 2), sp)
 
 
-def f_plant(s, rng, sp):
+def f_plant(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     pot = cylinder(0.3 * w, 0.3 * h, sp, part=1)
     leaves = ellipsoid((w / 2, d / 2, 0.35 * h), sp, z0=0.3 * h)
     return concat([pot, leaves])
 
 
-def f_person(s, rng, sp):
+def f_person(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     body = revolve([(0.12, 0), (0.16, 0.45 * h), (w / 2, 0.75 * h), (0.08, 0.85 * h)], sp, (1.0, d / w), part=1)
     head = ellipsoid((0.09, 0.1, 0.075 * h), sp, z0=0.85 * h)
     return concat([body, head])
 
 
-def f_lamp(s, rng, sp):
+def f_lamp(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     base = cylinder(0.35 * w, 0.03, sp, part=1)
     pole = cylinder(0.015, 0.75 * h, sp, part=1, top=False)
@@ -323,13 +328,13 @@ def f_lamp(s, rng, sp):
     return concat([base, pole, shade])
 
 
-def f_pole(s, rng, sp):
+def f_pole(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     foot = box((-w / 2, -d / 2, 0), (w / 2, d / 2, min(0.25, h / 4)), sp, part=1)
     return concat([foot, cylinder(0.015, h, sp, top=False)])
 
 
-def f_monitor(s, rng, sp):
+def f_monitor(s: np.ndarray, rng: np.random.Generator, sp: float) -> Mesh:
     w, d, h = s
     return concat([
         box((-w / 2, -0.02, 0.25 * h), (w / 2, 0.02, h), sp),
