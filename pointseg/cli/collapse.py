@@ -71,7 +71,8 @@ def _summary(rec: dict) -> str:
     for title, metrics in (("backbone features", m), ("CeCo center embedding", rec.get("center_metrics"))):
         if not metrics:
             continue
-        lines.append(f"  {title}")
+        etf = metrics.get("num_classes_etf")  # the center embedding's target is the ETF of all its classes
+        lines.append(f"  {title}" + (f" (shift of the ETF of K = {etf} classes: {metrics['etf_cosine']:.4f})" if etf else ""))
         lines.append(f"  {'group':8s}" + "".join(f"{n:>24s}" for n in METRIC_NAMES))
         for g in GROUPS:
             if g in metrics:

@@ -58,9 +58,9 @@ class DataConfig:
     max_points: Optional[int] = param(1_800_000, "[LG] train_limit_numpoints: a scene that would push a batch beyond it is dropped and logged", positive)
     num_workers: int = param(4, "[LG] data-loading processes (0: load in the training process)", non_negative)
     drop_last: bool = param(True, "[ours] drop an epoch's last, incomplete batch: every step sees a full batch")
-    loop: int = param(1, "passes over the scene list per training epoch", positive)
+    loop: int = param(1, "[ours] passes over the scene list per training epoch; 1: an epoch is the scene list once", positive)
     train_transforms: Optional[list] = param(None, "[LG] list of {name, ...}; null: the baseline's augmentations (transforms.default_train_transforms)", _transforms)
-    test_transforms: Optional[list] = param(None, "list of {name, ...}; null: transforms.default_test_transforms", _transforms)
+    test_transforms: Optional[list] = param(None, "[LG] list of {name, ...}; null: the baseline's test-time steps (transforms.default_test_transforms)", _transforms)
 
 
 class ScanNet200Dataset(Dataset):

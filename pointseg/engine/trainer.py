@@ -205,7 +205,9 @@ class Trainer:
         sync_bn = self.opts.sync_bn
         if sync_bn and self.dist.world_size > 1:
             if self.device.type == "cuda":
-                model = convert_sync_batchnorm(model)
+                # The backbone only: the center branch's BatchNorm normalizes each process's own
+                # batch, as the released head's plain BatchNorm2d does on each GPU.
+                model.backbone = convert_sync_batchnorm(model.backbone)
             elif sync_bn is True and self.is_main:
                 log.warning("train.sync_bn: SyncBatchNorm needs CUDA; keeping per-process BatchNorm on CPU")
         self.model = model.to(self.device)

@@ -102,7 +102,7 @@ def _prior(v: Any) -> str | None:
 class CecoConfig:
     """The ``ceco`` section. The head keys are null by default: the head named by ``head`` says."""
 
-    enabled: bool = param(False, "add λ·L_CR of the center branch to the point loss (training only)")
+    enabled: bool = param(False, "[ours] off: the plain baseline; on: add λ·L_CR of the center branch to the point loss (training only)")
     head: str = param(DEFAULT_HEAD, "[released] released | paper_eq4 (Eq. 3-4 as printed); docs/ceco.md", one_of(*CENTER_HEADS))
     weight: float = param(0.4, "[paper] λ: 0.4 on ScanNet200 (the ADE20K release uses 0.8)", non_negative)
     reduce_dim: Optional[int] = param(None, "[released] 128: frozen 1x1 reduce + BatchNorm (batch statistics) before pooling; 0: pool the features as they are", non_negative)

@@ -109,7 +109,7 @@ class ModelConfig:
     name: str = param("MinkUNet34C", "[paper] MinkUNet34C = [LG] Res16UNet34C; any of models.BACKBONES", _backbone_name)
     backend: str = param("auto", "[ours] auto | spconv | minkowski | torch: the same weights run on each", _backend_name)
     in_channels: Optional[int] = param(None, "input channels; null: derived from data.features (3 each), which it must match", positive)
-    num_classes: int = param(200, "ScanNet200's classes", at_least(2))
+    num_classes: int = param(200, "[paper] ScanNet200's classes", at_least(2))
     bn_momentum: float = param(0.02, "[LG] --bn_momentum 0.02 (PyTorch's meaning; its own default is 0.1)", in_range(0.0, 1.0))
     stem_kernel: int = param(3, "[LG] conv1_kernel_size of Res16UNet34C", positive)
     point_classifier: str = param("learned", "[paper] learned | etf (Table 1's fixed point classifier)", one_of(*POINT_CLASSIFIERS))
