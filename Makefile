@@ -2,6 +2,7 @@
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch
+TORCH_INDEX ?=
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 
@@ -10,14 +11,15 @@ PIP        := $(PY) -m pip
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch is installed only when missing, so a CUDA build already in the environment is kept
-# and CI can pin the CPU build (TORCH_SPEC).
+# torch is installed only when missing, so a CUDA build already in the environment is kept.
+# TORCH_SPEC pins a version, TORCH_INDEX picks an index (https://download.pytorch.org/whl/cpu:
+# the CPU build; PyPI's default torch for Linux is a CUDA build of several GB).
 install: $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PIP) install -e ".[spconv]"
 
 install-dev: $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PIP) install -e ".[spconv,dev]"
 
 # MinkowskiEngine 0.5.4 built from its sdist against this environment's torch (CPU unless nvcc and a

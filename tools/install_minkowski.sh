@@ -25,7 +25,7 @@
 # * Five modules do `from collections import Sequence`, removed in Python 3.10: the built wheel is
 #   unpacked, those imports are pointed at collections.abc, and it is repacked (`wheel pack`
 #   rewrites RECORD). No C++ change is needed for the CPU build with torch 2.13 and GCC 12; the
-#   CUDA route (--force_cuda) has not been tried here (no GPU machine).
+#   CUDA route (--force_cuda) is untested.
 # * The extension is compiled against the target environment's own torch (ABI must match):
 #   the build environment sees it through a .pth file instead of installing another copy.
 set -euo pipefail
