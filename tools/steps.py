@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,9 +35,15 @@ def run(cmd: list, job: str) -> None:
         raise SystemExit(f"{job}: step failed with exit status {rc}: {_shown(cmd)}")
 
 
-def run_parallel(jobs: list[tuple[str, Path, list[list]]], workers: int, env: dict[str, str] | None = None) -> None:
+def run_parallel(
+    jobs: list[tuple[str, Path, list[list]]],
+    workers: int,
+    env: dict[str, str] | None = None,
+    on_done: Callable[[str], None] | None = None,
+) -> None:
     """Run ``(name, log file, steps)`` jobs ``workers`` at a time; the steps of a job run in order,
-    their output appended to its log file. Stops (after the running jobs) if a step fails."""
+    their output appended to its log file, and ``on_done(name)`` is called (one job at a time)
+    when a job has finished. Stops (after the running jobs) if a step fails."""
     lock = threading.Lock()
     failed: list[str] = []
     full_env = {**os.environ, **(env or {})}
@@ -58,6 +65,8 @@ def run_parallel(jobs: list[tuple[str, Path, list[list]]], workers: int, env: di
                 return
         with lock:
             print(f"[{name}] done", flush=True)
+            if on_done is not None:
+                on_done(name)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for fut in [pool.submit(one, *job) for job in jobs]:

@@ -72,16 +72,24 @@ def main() -> None:
                 steps.append(tool("collapse", "--checkpoint", *snaps, "--split", "train", "--out", run_dir / "collapse",
                                   f"data.root={data}"))
             jobs.append((f"{arm} seed {seed}", run_dir / "study.log", steps))
-    run_parallel(jobs, args.jobs, env={"OMP_NUM_THREADS": "1"})
+    # Wall minutes over every invocation (a stopped study resumes): saved after each finished job,
+    # so an interrupted invocation keeps the time of the jobs it finished.
+    timing = out / "timing.json"
+    before = float(timing.read_text()) if timing.exists() else 0.0
+
+    def save_minutes(_job: str = "") -> float:
+        minutes = before + (time.perf_counter() - start) / 60
+        atomic_write_text(timing, f"{minutes}\n")
+        return minutes
+
+    run_parallel(jobs, args.jobs, env={"OMP_NUM_THREADS": "1"}, on_done=save_minutes)
 
     results = StudyResults()
     for arm in args.arms:
         results.runs[arm] = [load_run(out / "runs" / f"{arm}_seed{s}", arm, s) for s in args.seeds]
     classes = class_indices().tolist() if args.benchmark == "longtail" else None
     results.floors = compute_floors(data, classes)
-    timing = out / "timing.json"
-    minutes = (float(timing.read_text()) if timing.exists() else 0.0) + (time.perf_counter() - start) / 60
-    atomic_write_text(timing, f"{minutes}\n")
+    minutes = save_minutes()
     results.setting = {
         "train_scenes": len(list((data / "train").iterdir())), "val_scenes": len(list((data / "val").iterdir())),
         "data_seed": args.data_seed, "iterations": args.iterations, "seeds": args.seeds, "minutes": minutes,
