@@ -123,13 +123,17 @@ def profile_synthetic(data_root: Path, backend: str) -> dict:
         voxels.append(int(batch["coords"].shape[0]))
         if model.backbone.backend == "torch":
             clock.time("kernel maps", build_torch_maps, batch["coords"])
-        out = clock.time("forward", model.backbone, SparseTensor(batch["feat"], batch["coords"]))
+        def forward():
+            feat = model.backbone(SparseTensor(batch["feat"], batch["coords"]))
+            return feat, model.classifier(feat)
+
+        feat, logits = clock.time("forward", forward)
 
         def loss_terms():
-            terms = model.criteria(out["logits"], batch["segment"])
+            terms = model.criteria(logits, batch["segment"])
             total = model.criteria.weighted_sum(terms)
             if model.center_loss is not None:
-                total = total + model.center_loss.weight * model.center_loss(out["feat"], batch["segment"])
+                total = total + model.center_loss.weight * model.center_loss(feat, batch["segment"])
             return total
 
         total = clock.time("loss terms", loss_terms)
@@ -143,7 +147,7 @@ def profile_synthetic(data_root: Path, backend: str) -> dict:
         clock.time("optimizer", optimizer_step)
         if it >= WARMUP:
             per_iter.append(dict(clock.t))
-    records = count_layers(model.backbone, SparseTensor(batch["feat"], batch["coords"]))
+    records = count_layers(torch.nn.Sequential(model.backbone, model.classifier), SparseTensor(batch["feat"], batch["coords"]))
     model.zero_grad(set_to_none=True)
     phases = {p: 1e3 * statistics.median(it.get(p, 0.0) for it in per_iter) for p in PHASES}
     if model.backbone.backend != "torch":
@@ -196,7 +200,7 @@ def count_layers(model: torch.nn.Module, x: SparseTensor) -> list[dict]:
                if isinstance(m, (SubMConv3d, DownConv3d, UpConv3d, torch.nn.Linear))]
     try:
         model.zero_grad(set_to_none=True)
-        model(x)["logits"].square().mean().backward()
+        model(x).square().mean().backward()
     finally:
         for h in handles:
             h.remove()
@@ -246,7 +250,8 @@ def profile_34c(threads: int = THREADS_34C, voxel: float = 0.02) -> dict:
     coords = torch.cat([torch.zeros(len(grid), 1, dtype=torch.int32), grid], 1)
     x = SparseTensor(torch.rand(len(grid), 3, generator=torch.Generator().manual_seed(0)), coords)
     torch.manual_seed(0)
-    model = build_backbone("MinkUNet34C", 3, 200, backend="torch").train()
+    backbone = build_backbone("MinkUNet34C", 3, backend="torch")
+    model = torch.nn.Sequential(backbone, torch.nn.Linear(backbone.feature_dim, 200)).train()  # + point classifier
     backends = [b for b in ("torch", "spconv") if b in available_backends()]
 
     def forward():
@@ -255,15 +260,15 @@ def profile_34c(threads: int = THREADS_34C, voxel: float = 0.02) -> dict:
 
     def forward_backward():
         model.zero_grad(set_to_none=True)
-        model(x)["logits"].square().mean().backward()
+        model(x).square().mean().backward()
 
     times: dict[str, dict[str, list[float]]] = {b: {"forward": [], "forward_backward": []} for b in backends}
     for b in backends:  # warm-up: allocator, spconv's caches
-        model.set_backend(b)
+        backbone.set_backend(b)
         forward_backward()
     for r in range(REPEATS_34C):
         for b in backends if r % 2 == 0 else backends[::-1]:
-            model.set_backend(b)
+            backbone.set_backend(b)
             for name, fn in (("forward", forward), ("forward_backward", forward_backward)):
                 start = time.perf_counter()
                 fn()
@@ -274,7 +279,7 @@ def profile_34c(threads: int = THREADS_34C, voxel: float = 0.02) -> dict:
         start = time.perf_counter()
         build_torch_maps(coords)
         maps.append(time.perf_counter() - start)
-    model.set_backend("torch")
+    backbone.set_backend("torch")
     records = count_layers(model, x)
     macs = multiply_adds(records)
     dense_s = dense_seconds(records)
