@@ -1,13 +1,14 @@
 """Cost of CeCo's center branch: alone, and as a share of a MinkUNet34C training step.
 
-* Branch alone: center_pool + frozen 512-d projection + normalization + ETF logits + CE and
-  its backward, on ScanNet-size features (150 k voxels × 96, 200 classes), in ms.
+* Branch alone: the default (released) head, i.e. reduce + BatchNorm of every point, center_pool,
+  frozen 512-d projection, normalization, ETF logits, CE, and its backward, on ScanNet-size
+  features (150 k voxels × 96, 200 classes), in ms.
 * Training step (forward + backward) of a MinkUNet34C Segmentor with CE, with and without the
   center branch: the same model and weights in one process, the two modes interleaved and
   alternated in order, medians over the repeats. The overhead is (with − without) / without.
 
 The step is measured on the backbone benchmark's room at 2 cm (155 k voxels, a ScanNet-size
-batch; about 7 s per step on 2 idle CPU threads). The branch's share is also given as branch time
+batch; about 9 s per step on 2 idle CPU threads). The branch's share is also given as branch time
 alone / step time on the same voxels, which a direct with/without difference cannot resolve
 below the run-to-run noise of a busy machine. ``--quick`` uses the room at 6 cm (~40 k voxels).
 Backend ``auto``, 2 threads on CPU; on CUDA when available (``--device cuda``).
