@@ -153,7 +153,7 @@ build() {
 }
 
 START=$(date +%s)
-echo "install_minkowski: building $KEY (about 10 CPU-minutes: 5-6 min on 2 idle cores); log: $LOG"
+echo "install_minkowski: building $KEY (about 4 min on 2 idle cores); log: $LOG"
 set +e
 ( build ) >"$LOG" 2>&1
 status=$?
