@@ -134,10 +134,10 @@ def analyze_checkpoint(
 
     from pointseg.data import build_dataset
     from pointseg.data.collate import collate
-    from pointseg.engine.checkpoint import load_checkpoint, load_for_inference
+    from pointseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
-    model, cfg = load_for_inference(path, overrides, device=device)
-    state = load_checkpoint(path)["model"]
+    ckpt = load_checkpoint(path)  # read once: the model, the center branch's maps and the iteration
+    model, cfg = model_from_checkpoint(ckpt, path, overrides, device=device)
     num_classes = int(cfg.model.num_classes)
     feature_dim = int(model.backbone.feature_dim)
     dataset = build_dataset(cfg.data if data_cfg is None else data_cfg, split, mode="val")
@@ -149,11 +149,11 @@ def analyze_checkpoint(
     groups = split_groups(num_classes)
     return {
         "checkpoint": str(path),
-        "iteration": checkpoint_iteration(path),
+        "iteration": None if ckpt.get("iteration") is None else int(ckpt["iteration"]),
         "split": split,
         "num_scenes": len(dataset),
         "metrics": acc.evaluate(w, groups, weighting),
-        "center_metrics": center_space(center_branch_for(state, cfg, feature_dim), acc, groups),
+        "center_metrics": center_space(center_branch_for(ckpt["model"], cfg, feature_dim), acc, groups),
     }
 
 

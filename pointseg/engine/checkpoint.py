@@ -138,9 +138,16 @@ def load_for_inference(
     ``overrides`` change the stored config, e.g. ``("model.backend=torch",)`` to run a model
     trained with spconv on a machine without it (weights are backend-neutral).
     """
+    return model_from_checkpoint(load_checkpoint(path), path, overrides, device)
+
+
+def model_from_checkpoint(
+    ckpt: dict, path: str | os.PathLike, overrides: Iterable[str] = (), device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, Any]:
+    """:func:`load_for_inference` from a checkpoint already loaded from ``path`` (named in errors),
+    for callers that also need its other entries."""
     from pointseg.models.segmentor import build_segmentor, strip_center_branch
 
-    ckpt = load_checkpoint(path)
     cfg = config_from_dict(ckpt["config"], overrides, source=f"{path}: config")
     model = build_segmentor(cfg, train=False)
     state = strip_center_branch(ckpt["model"])
