@@ -24,6 +24,7 @@ from steps import ROOT, run, run_parallel, tool
 
 from pointseg.analysis.collapse_run import checkpoint_iteration
 from pointseg.analysis.study import ARMS, StudyResults, compute_floors, load_run, write_report
+from pointseg.engine.trainer import CHECKPOINT_DIR, LAST, snapshot_name
 from pointseg.synthetic.longtail import LOOKALIKE_PAIR, class_indices
 from pointseg.utils.io import atomic_write_text
 
@@ -53,21 +54,22 @@ def main() -> None:
         run(tool("preprocess_scannet200", "--raw", raw, "--out", data, "--workers", 2), "study")
 
     jobs = []
-    for arm in args.arms:
-        config = ARMS[arm][0] if args.benchmark == "longtail" else ARMS[arm][0].replace("longtail", "synthetic")
+    configs = {arm: ARMS[arm][0] if args.benchmark == "longtail" else ARMS[arm][0].replace("longtail", "synthetic")
+               for arm in args.arms}
+    for arm, config in configs.items():
         for seed in args.seeds:
             run_dir = out / "runs" / f"{arm}_seed{seed}"
             steps = []
-            last = run_dir / "checkpoints" / "last.pth"
+            last = run_dir / CHECKPOINT_DIR / LAST
             if not last.exists() or (checkpoint_iteration(last) or 0) < args.iterations:  # a killed run continues
                 steps.append(tool("train", "--config", config, "--out", run_dir, "--resume", f"data.root={data}",
                                   f"seed={seed}", f"train.iterations={args.iterations}",
                                   f"train.snapshot_every={args.snapshot_every}", "train.progress_bar=false"))
             if not (run_dir / "eval_val" / "metrics.json").exists():
-                steps.append(tool("test", "--checkpoint", run_dir / "checkpoints" / "last.pth", "--split", "val",
+                steps.append(tool("test", "--checkpoint", last, "--split", "val",
                                   "--out", run_dir / "eval_val", f"data.root={data}"))
             if not (run_dir / "collapse" / "collapse.json").exists():
-                snaps = [run_dir / "checkpoints" / f"iter_{it:07d}.pth"
+                snaps = [run_dir / CHECKPOINT_DIR / snapshot_name(it)
                          for it in range(args.snapshot_every, args.iterations + 1, args.snapshot_every)]
                 steps.append(tool("collapse", "--checkpoint", *snaps, "--split", "train", "--out", run_dir / "collapse",
                                   f"data.root={data}"))
@@ -88,7 +90,7 @@ def main() -> None:
     for arm in args.arms:
         results.runs[arm] = [load_run(out / "runs" / f"{arm}_seed{s}", arm, s) for s in args.seeds]
     classes = class_indices().tolist() if args.benchmark == "longtail" else None
-    results.floors = compute_floors(data, classes)
+    results.floors = compute_floors(data, classes, configs)
     minutes = save_minutes()
     results.setting = {
         "train_scenes": len(list((data / "train").iterdir())), "val_scenes": len(list((data / "val").iterdir())),

@@ -271,16 +271,18 @@ def write_report(results: StudyResults, doc: str | os.PathLike, pair: Sequence[s
     return doc
 
 
-def compute_floors(data_root: str | os.PathLike, classes: Sequence[int], steps: int = 1000) -> dict[str, dict[str, float]]:
-    """Chance and lowest reachable L_CR of every CeCo arm on the benchmark's classes, with the
-    prior each arm's head uses (``pointseg.analysis.ceco_floor``)."""
+def compute_floors(
+    data_root: str | os.PathLike, classes: Sequence[int] | None, configs: dict[str, str], steps: int = 1000
+) -> dict[str, dict[str, float]]:
+    """Chance and lowest reachable L_CR of each CeCo arm (arm → its config) on the benchmark's
+    classes, with the prior each arm's head uses (``pointseg.analysis.ceco_floor``)."""
     from pointseg.analysis.ceco_floor import chance_loss, lowest_center_loss
     from pointseg.engine.config import load_config
     from pointseg.losses.ceco import CenterCollapseLoss
     from pointseg.models import build_backbone
 
     out = {}
-    for arm, (config, _) in ARMS.items():
+    for arm, config in configs.items():
         cfg = load_config(config, [f"data.root={data_root}"])
         if not cfg.ceco.enabled:
             continue
