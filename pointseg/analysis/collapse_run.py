@@ -41,9 +41,9 @@ def center_branch_for(state: dict, cfg: Any, feature_dim: int) -> CenterCollapse
     config's ``etf_seed``, so that a baseline and a CeCo run are measured through the same maps.
     No prior is needed to embed centers.
     """
-    ceco = dict(to_plain_dict(cfg.ceco)) if "ceco" in cfg else {}
-    enabled = bool(ceco.get("enabled", False))
-    spec = {**ceco, "prior": "none"} if enabled else {"etf_seed": ceco.get("etf_seed", 0), "prior": "none"}
+    ceco = dict(to_plain_dict(cfg.ceco))  # a checkpoint's config is complete (config_from_dict)
+    enabled = bool(ceco["enabled"])
+    spec = {**ceco, "prior": "none"} if enabled else {"etf_seed": ceco["etf_seed"], "prior": "none"}
     branch = CenterCollapseLoss.from_config(spec, feature_dim, int(cfg.model.num_classes))
     sub = {k[len(CENTER_BRANCH_PREFIX):]: v for k, v in state.items() if k.startswith(CENTER_BRANCH_PREFIX)}
     if enabled and sub:

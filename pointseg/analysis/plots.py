@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from pointseg.meta import SPLITS
 from pointseg.utils.plotting import OTHER_COLOR, SPLIT_COLORS, new_figure, save_figure
 
 if TYPE_CHECKING:  # the study module imports these plots
@@ -109,7 +110,7 @@ def plot_study_bars(results: StudyResults, path: str | os.PathLike) -> None:
     arms = list(results.runs)
     fig = new_figure(15, 4.5, layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=[1, 3])
-    splits = ("head", "common", "tail")
+    splits = SPLITS
     width = 0.8 / len(arms)
     for j, arm in enumerate(arms):
         vals = np.array([[r.metrics[f"{s}_miou"] for s in splits] for r in results.runs[arm]]) * 100

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pointseg.analysis.plots import plot_study_bars, plot_study_collapse, plot_study_lcr
+from pointseg.meta import SPLITS
 from pointseg.utils.io import atomic_write_text
 
 # arm → (config, label); "ce" is the reference every other arm is compared with.
@@ -29,7 +30,6 @@ ARMS: dict[str, tuple[str, str]] = {
     "ceco_learned_center": ("configs/longtail/ceco_learned_center.yaml", "CE + learned center classifier"),
 }
 REFERENCE = "ce"
-SPLITS = ("head", "common", "tail")
 
 @dataclass
 class Run:
@@ -68,16 +68,16 @@ def split_miou(run: Run, split: str) -> float:
     return float(run.metrics[f"{split}_miou"])
 
 
-def final_std_cos(run: Run, space: str = "metrics") -> float:
-    """Std-cos of the class means at the last checkpoint (``metrics``: backbone features,
-    ``center_metrics``: CeCo's center embedding)."""
-    return float(run.collapse[-1][space]["overall"]["equiangular_means"])
+def final_std_cos(run: Run) -> float:
+    """Std-cos of the class means (backbone features) at the last checkpoint."""
+    return float(run.collapse[-1]["metrics"]["overall"]["equiangular_means"])
 
 
-def tail_classifier_cosine(run: Run, centered: bool = True) -> float | None:
-    """Mean pairwise cosine of the tail classes' point-classifier rows at the last checkpoint."""
+def tail_classifier_cosine(run: Run) -> float | None:
+    """Mean pairwise cosine of the tail classes' point-classifier rows, centered on the mean row,
+    at the last checkpoint."""
     cos = run.collapse[-1]["metrics"].get("classifier_cosine")
-    return None if cos is None else cos["centered" if centered else "raw"].get("tail")
+    return None if cos is None else cos["centered"].get("tail")
 
 
 def paired(a: Sequence[Run], b: Sequence[Run], value: Callable[[Run], float]) -> np.ndarray:

@@ -101,10 +101,11 @@ def setup_logging(level: int = logging.INFO) -> None:
 EXIT_INTERRUPTED = 130
 
 
-def run_command(main: Callable[[list[str]], int], argv: Sequence[str] | None, debug: bool | None = None) -> int:
-    """``main(argv)`` with user errors turned into one ``error:`` line and exit status 2."""
+def run_command(main: Callable[[list[str]], int], argv: Sequence[str] | None) -> int:
+    """``main(argv)`` with user errors turned into one ``error:`` line and exit status 2
+    (``--debug`` on the line: the traceback instead)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = ("--debug" in argv) if debug is None else debug
+    debug = "--debug" in argv
     setup_logging()
     try:
         return main(argv)

@@ -111,8 +111,7 @@ def _main(argv: list[str]) -> int:
         print(schema_markdown(), end="")
         return 0
     if args.config is None and not (args.resume and args.out):
-        print("error: --config is required (or --resume with --out of an existing run)", file=sys.stderr)
-        return 2
+        raise ValueError("--config is required (or --resume with --out of an existing run)")
     config = args.config or str(Path(args.out) / "config.yaml")
     cfg, sources = explain_config(config, args.overrides)
     if args.print_config:

@@ -28,6 +28,9 @@ from pointseg.data.transforms import (
 from pointseg.utils.schema import REQUIRED, non_negative, param, positive, typed, validate_section
 
 MODES = ("train", "val", "test")
+# [LG] the network sees colour only.
+DEFAULT_FEATURES = ["color"]
+
 # Per-point input features ToFeature can concatenate, and their channels.
 FEATURES = {"color": 3, "normal": 3, "coord": 3}
 
@@ -52,7 +55,7 @@ class DataConfig:
     root: str = param(REQUIRED, "the preprocessed folder (tools/preprocess_scannet200.py --out)")
     seed: Optional[int] = param(None, "[ours] base of the per-sample augmentation seeds; null: the run's seed")
     voxel_size: float = param(0.02, "[LG] voxel edge in metres (Scannet200Voxelization2cmDataset)", positive)
-    features: list = param(["color"], "[LG] per-point inputs, any of color / normal / coord (3 channels each)", _features)
+    features: list = param(DEFAULT_FEATURES, "[LG] per-point inputs, any of color / normal / coord (3 channels each)", _features)
     batch_size: int = param(8, "[ours] scenes per step and process; [LG] 16 per process on 2 GPUs", positive)
     val_batch_size: int = param(1, "[LG] scenes per validation batch", positive)
     max_points: Optional[int] = param(1_800_000, "[LG] train_limit_numpoints: a scene that would push a batch beyond it is dropped and logged", positive)

@@ -220,7 +220,7 @@ def config_from_dict(data: dict[str, Any], overrides: Iterable[str] = (), source
 def complete_config(cfg: Any, source: str = "config") -> DictConfig:
     """A typed, checked config from a complete or partial one (a DictConfig or a plain dict)."""
     plain = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else dict(cfg)
-    return compose([(source, plain)])[0]
+    return config_from_dict(plain, (), source)
 
 
 def format_explained(cfg: DictConfig, sources: dict[str, str]) -> str:

@@ -77,18 +77,15 @@ class ValidationFailed(RuntimeError):
     """A validation raised; it ends the run only with ``train.stop_on_val_error``."""
 
 
-def clear_run_outputs(run_dir: Path) -> list[Path]:
+def clear_run_outputs(run_dir: Path) -> None:
     """Delete what a run wrote into ``run_dir`` (:data:`RUN_OUTPUTS`), nothing else (evaluation
-    folders, notes); returns what was deleted."""
-    removed = []
+    folders, notes)."""
     for pattern in RUN_OUTPUTS:
         for path in sorted(run_dir.glob(pattern)):
             if path.is_dir():
                 shutil.rmtree(path)
             else:
                 path.unlink()
-            removed.append(path)
-    return removed
 
 
 def _seed_for(*parts: int) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pointseg.meta import SPLITS
 from pointseg.utils.io import atomic_path, atomic_write_text
 from pointseg.utils.plotting import OTHER_COLOR, SPLIT_COLORS, new_figure, save_figure
 
@@ -62,7 +63,7 @@ def format_table(metrics: dict[str, Any]) -> str:
             lines.append(f"{label:<48} {_fmt(metrics[key])}")
     if "num_classes_evaluated" in metrics:
         lines.append(f"{'classes with an IoU':<48} {metrics['num_classes_evaluated']:>5}")
-    for split in ("head", "common", "tail"):
+    for split in SPLITS:
         if f"{split}_classes" in metrics:
             names = metrics[f"{split}_classes"]
             lines.append(f"{split} mean over {len(names)} classes: " + (", ".join(names) if len(names) <= 12 else f"{', '.join(names[:12])}, ..."))
@@ -84,11 +85,11 @@ def plot_per_class_iou(metrics: dict[str, Any], path: str | os.PathLike) -> None
     ax.set_xlabel("class index (ScanNet200 order)")
     ax.set_ylabel("IoU (%)")
     title = f"per-class IoU: mIoU {_fmt(metrics.get('miou')).strip()}"
-    for s in ("head", "common", "tail"):
+    for s in SPLITS:
         if f"{s}_miou" in metrics:
             title += f", {s} {_fmt(metrics[f'{s}_miou']).strip()}"
     ax.set_title(title)
-    present = [s for s in ("head", "common", "tail") if any(c["split"] == s for c in rows)]
+    present = [s for s in SPLITS if any(c["split"] == s for c in rows)]
     if present:
         ax.legend(handles=[Patch(color=SPLIT_COLORS[s], label=s) for s in present], loc="upper right")
     save_figure(fig, path)

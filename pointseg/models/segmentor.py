@@ -20,6 +20,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from pointseg.data.dataset import DEFAULT_FEATURES
 from pointseg.data.dataset import in_channels as dataset_in_channels
 from pointseg.losses import DEFAULT_LOSS, Criteria, build_criteria
 from pointseg.losses.ceco import CenterCollapseLoss, ceco_section, resolve_head
@@ -137,7 +138,7 @@ def build_segmentor(cfg: Mapping[str, Any] | Any, train: bool = True) -> Segment
     model = typed(ModelConfig, cfg.get("model"), "model")
     validate_section(ModelConfig, model, "model")
     data = cfg.get("data") or {}  # a partial config may lack the section or the key, never empty them
-    features = data.get("features") if data.get("features") is not None else ["color"]
+    features = data.get("features") if data.get("features") is not None else DEFAULT_FEATURES
     in_channels = resolve_in_channels(model.in_channels, list(features))
     ceco = ceco_section(cfg.get("ceco"))
     head = resolve_head(ceco)

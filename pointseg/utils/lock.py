@@ -35,10 +35,6 @@ class FolderLock:
         self.what, self.noun = what, noun
         self._fd: int | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def acquire(self) -> FolderLock:
         """Take the lock without waiting; raises :class:`FolderBusyError` if another holds it."""
         if self._fd is not None:
