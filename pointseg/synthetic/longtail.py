@@ -89,7 +89,7 @@ CLASSES: tuple[BenchmarkClass, ...] = (
 )
 # fmt: on
 LOOKALIKE_PAIR = ("toaster", "toaster oven")
-STRUCTURE_CLASSES = ("wall", "floor")
+STRUCTURE_CLASSES = tuple(c.name for c in CLASSES if c.family == "structure")  # built with the room
 PLACE_ORDER = {"against_wall": 0, "free": 1}  # big furniture at the walls first
 
 
@@ -128,7 +128,7 @@ def benchmark_specs(config: BenchmarkConfig = BenchmarkConfig()) -> tuple[cat.Cl
     table = meta.class_table()
     index = {n: i for i, n in enumerate(table.name)}
     full = cat.class_by_name()
-    min_side = config.min_thickness_voxels * config.voxel_size
+    min_side = min_side_metres(config)
     specs = []
     for c in CLASSES:
         if c.name not in index:
@@ -163,7 +163,7 @@ def scene_counts(n_scenes: int, split: str, config: BenchmarkConfig = BenchmarkC
     class in ``eval_share`` of the scenes; wall and floor are in every scene of every split.
     """
     shares = np.array([c.train_share if split == "train" else config.eval_share for c in CLASSES])
-    shares[[c.name in STRUCTURE_CLASSES for c in CLASSES]] = 1.0
+    shares[[c.family == "structure" for c in CLASSES]] = 1.0
     return np.minimum(n_scenes, np.maximum(1, np.rint(shares * n_scenes))).astype(np.int64) if n_scenes else np.zeros(len(CLASSES), np.int64)
 
 
@@ -187,11 +187,11 @@ def plan_longtail(
 ) -> list[ScenePlan]:
     """Scene ids, splits and the objects of every scene (ScanNet200 class indices, one entry per
     instance; wall and floor are built with the room and not listed)."""
+    specs = benchmark_specs(config)  # its thickness check fails before anything is written
     for name, n in (("train", train), ("val", val), ("test", test)):
         if n < 0:
             raise ValueError(f"number of {name} scenes must be >= 0, got {n}")
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(generate.PLAN_KEY,)))
-    specs = benchmark_specs(config)
     plans: list[ScenePlan] = []
     for split, n in (("train", train), ("val", val), ("test", test)):
         for objects in _assign(scene_counts(n, split, config), n, rng):
@@ -254,7 +254,6 @@ def generate_longtail(
     ``out/synthetic_summary.json``). The summary's counts are the generator's own bookkeeping;
     the preprocessed labels (``tools/imbalance.py``) are the reference."""
     raw = Path(out)
-    benchmark_specs(config)  # the thickness check fails before anything is written
     plans = plan_longtail(train, val, test, seed, config)
     workers = max(1, min(workers or os.cpu_count() or 1, len(plans) or 1))
     build = functools.partial(build_longtail_scene, config=config)
