@@ -14,12 +14,14 @@ $(PY):
 # torch is installed only when missing, so a CUDA build already in the environment is kept.
 # TORCH_SPEC pins a version, TORCH_INDEX picks an index (https://download.pytorch.org/whl/cpu:
 # the CPU build; PyPI's default torch for Linux is a CUDA build of several GB).
+INSTALL_TORCH = $(PY) -c "import torch" 2>/dev/null || $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+
 install: $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(INSTALL_TORCH)
 	$(PIP) install -e ".[spconv]"
 
 install-dev: $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(INSTALL_TORCH)
 	$(PIP) install -e ".[spconv,dev]"
 
 # MinkowskiEngine 0.5.4 built from its sdist against this environment's torch (CPU unless nvcc and a

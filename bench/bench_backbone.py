@@ -117,10 +117,11 @@ def main(voxel: float = VOXEL, repeats: int = REPEATS) -> dict:
     from pointseg.sparse import BACKENDS, available_backends
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    missing = [b for b in BACKENDS if b not in available_backends()]
+    available = available_backends()  # each call retries the imports
+    missing = [b for b in BACKENDS if b not in available]
     rows = []
     for device in devices:
-        for backend in available_backends():
+        for backend in available:
             cmd = [sys.executable, __file__, "--worker", backend, device, "--voxel", str(voxel),
                    "--repeats", str(repeats)]
             out = subprocess.run(cmd, capture_output=True, text=True)

@@ -21,6 +21,7 @@ from pointseg.data.scene import load_scene
 from pointseg.data.transforms import (
     Compose,
     build_transforms,
+    check_transforms,
     default_test_transforms,
     default_train_transforms,
     to_container,
@@ -43,8 +44,6 @@ def _features(v: Any) -> str | None:
 
 
 def _transforms(v: Any) -> str | None:
-    from pointseg.data.transforms import check_transforms
-
     return None if v is None else check_transforms(v)
 
 
