@@ -406,9 +406,9 @@ def ceco_section(ceco_cfg: Mapping[str, Any] | Any) -> Any:
     return cfg
 
 
-def resolve_head(ceco_cfg: Mapping[str, Any] | Any) -> CenterHead:
-    """The head ``ceco.head`` names, with every key the section sets (not null) replacing its value."""
-    cfg = ceco_section(ceco_cfg)
+def resolve_head(cfg: Any) -> CenterHead:
+    """The head ``ceco.head`` names, with every key the section sets (not null) replacing its value;
+    ``cfg`` is a section as :func:`ceco_section` returns it (typed and checked)."""
     changes = {k: cfg[k] for k in HEAD_KEYS if cfg[k] is not None}
     if "prior" in changes and not isinstance(changes["prior"], str):
         changes["prior"] = tuple(float(v) for v in changes["prior"])
