@@ -46,7 +46,7 @@ from pointseg.engine.legacy import CHECKPOINT_FORMAT
 from pointseg.engine.logger import ERRORS_LOG, TRAIN_LOG, VAL_LOG, RunLogger, memory_mb
 from pointseg.engine.optim import build_optimizer, build_scheduler, current_lr
 from pointseg.engine.trainer_config import TrainConfig
-from pointseg.utils.comm import all_gather_object, all_reduce_, barrier
+from pointseg.utils.comm import all_reduce_, barrier, error_elsewhere
 from pointseg.utils.errors import one_line
 from pointseg.utils.io import remove_temporaries
 from pointseg.utils.lock import FolderLock
@@ -183,10 +183,10 @@ class Trainer:
             except OSError as e:
                 self._lock.release()
                 error = e
-        if self.dist.world_size > 1:  # the other processes would wait for rank 0 forever
-            main_error = all_gather_object(None if error is None else one_line(error))[0]
-            if error is None and main_error is not None:
-                raise OSError(main_error)  # the main process's error is an OSError; its message is the same
+        # Only the main process claims the folder; the others would wait for it forever.
+        main_error = error_elsewhere(None if error is None else one_line(error))
+        if main_error is not None:
+            raise OSError(main_error)  # the main process's error is an OSError; its message is the same
         if error is not None:
             raise error
 
@@ -461,10 +461,9 @@ class Trainer:
             error.__cause__ = e
         finally:
             self.model.train()
-        if self.dist.world_size > 1:
-            messages = [m for m in all_gather_object(None if error is None else str(error)) if m]
-            if error is None and messages:
-                raise ValidationFailed(f"on another process: {messages[0]}")
+        other = error_elsewhere(None if error is None else str(error))
+        if other is not None:
+            raise ValidationFailed(f"on another process: {other}")
         if error is not None:
             raise error
         metric.all_reduce()

@@ -54,3 +54,14 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+
+def error_elsewhere(message: str | None) -> str | None:
+    """Every process's error message (None: no error) gathered; returns the first one of another
+    process when this one has none, so that all stop together instead of waiting in the next
+    collective, and None otherwise. Every process must call it."""
+    messages = all_gather_object(message)
+    if message is not None:
+        return None
+    return next((m for m in messages if m is not None), None)
