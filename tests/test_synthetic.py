@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -153,7 +154,8 @@ def test_default_train_set_is_long_tailed():
     """The default train set (100 scenes, seed 0, 40 k vertices), built in memory exactly as the
     generator writes it: all 200 classes occur, tail classes in few scenes, point imbalance >= 1000."""
     plans = [p for p in generate.plan_dataset(100, 20, 10, 0) if p.split == "train"]
-    stats = generate.run_scenes(plans, 40000, 0, raw=None, workers=1, progress=False)
+    build = functools.partial(generate.build_scene, vertices=40000)
+    stats = generate.run_scenes(plans, 0, raw=None, workers=1, progress=False, build=build)
     s = generate.imbalance_summary(stats)
     assert s["train_classes_present"] == 200, s["missing_train_classes"]
     assert s["point_imbalance_factor"] >= 1000

@@ -9,6 +9,7 @@ depend on the number of workers.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -207,12 +208,13 @@ def scene_stats(scene: SyntheticScene) -> dict:
     }
 
 
-SceneBuilder = Callable[[ScenePlan, int, int], SyntheticScene]  # (plan, vertices, seed) -> scene
+# build(plan, seed=seed) -> scene: a module-level function or a partial of one (workers receive it)
+SceneBuilder = Callable[..., SyntheticScene]
 
 
-def _job(args: tuple[str | None, ScenePlan, int, int, SceneBuilder]) -> dict:
-    raw, plan, vertices, seed, build = args
-    scene = build(plan, vertices, seed)
+def _job(args: tuple[str | None, ScenePlan, int, SceneBuilder]) -> dict:
+    raw, plan, seed, build = args
+    scene = build(plan, seed=seed)
     if raw is not None:
         write_scene(Path(raw), scene)
     return scene_stats(scene)
@@ -236,12 +238,10 @@ def imbalance_summary(stats: list[dict]) -> dict:
 
 
 def run_scenes(
-    plans: list[ScenePlan], vertices: int, seed: int, raw: Path | None, workers: int, progress: bool,
-    build: SceneBuilder = build_scene,
+    plans: list[ScenePlan], seed: int, raw: Path | None, workers: int, progress: bool, build: SceneBuilder
 ) -> list[dict]:
-    """Build (and, with ``raw``, write) every planned scene; returns their stats in plan order.
-    ``build`` must pickle (a module-level function or a partial of one): workers receive it."""
-    jobs = [(None if raw is None else str(raw), p, vertices, seed, build) for p in plans]
+    """Build (and, with ``raw``, write) every planned scene; returns their stats in plan order."""
+    jobs = [(None if raw is None else str(raw), p, seed, build) for p in plans]
     bar = tqdm(total=len(jobs), desc="synthetic scenes", unit="scene", disable=not progress)
     out: list[dict] = []
     if workers <= 1:
@@ -264,6 +264,28 @@ def write_split_lists(raw: Path, plans: list[ScenePlan]) -> None:
         atomic_write_text(raw / f"scannetv2_{split}.txt", "".join(f"{s}\n" for s in ids))
 
 
+def write_release(
+    out: str | os.PathLike, plans: list[ScenePlan], seed: int, workers: int | None, progress: bool,
+    build: SceneBuilder, header: dict,
+) -> dict:
+    """Build and write every planned scene (``workers`` processes, default all cores), the
+    release's scene lists and ``synthetic_summary.json``: ``header``, then the scenes' mean and
+    largest vertex counts and both imbalance factors. Returns the summary."""
+    raw = Path(out)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(plans) or 1))
+    stats = run_scenes(plans, seed, raw, workers, progress, build)
+    write_split_lists(raw, plans)
+    vertices = [s["vertices"] for s in stats]
+    summary = {
+        **header,
+        "mean_vertices": float(np.mean(vertices)) if vertices else 0.0,
+        "max_vertices": int(max(vertices, default=0)),
+        **imbalance_summary(stats),
+    }
+    atomic_write_text(raw / "synthetic_summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
 def generate_synthetic_scannet(
     out: str | os.PathLike,
     train: int = 100,
@@ -283,18 +305,11 @@ def generate_synthetic_scannet(
     """
     if vertices < 1000:
         raise ValueError(f"vertices must be >= 1000 per scene, got {vertices}")
-    raw = Path(out)
     plans = plan_dataset(train, val, test, seed)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(plans) or 1))
-    stats = run_scenes(plans, vertices, seed, raw, workers, progress)
-    write_split_lists(raw, plans)
-    summary = {
+    header = {
         "seed": seed,
         "vertices_requested": vertices,
         "scenes": {"train": train, "val": val, "test": test},
-        "mean_vertices": float(np.mean([s["vertices"] for s in stats])) if stats else 0.0,
         "room_types": {p.scene_id: p.room_type for p in plans},
-        **imbalance_summary(stats),
     }
-    atomic_write_text(raw / "synthetic_summary.json", json.dumps(summary, indent=1))
-    return summary
+    return write_release(out, plans, seed, workers, progress, functools.partial(build_scene, vertices=vertices), header)

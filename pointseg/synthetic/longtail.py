@@ -23,10 +23,8 @@ annotation and writing are the ones of the full synthetic set.
 from __future__ import annotations
 
 import functools
-import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -34,7 +32,6 @@ from pointseg import meta
 from pointseg.synthetic import catalog as cat
 from pointseg.synthetic import generate, rooms
 from pointseg.synthetic.generate import ScenePlan, SyntheticScene
-from pointseg.utils.io import atomic_write_text
 
 ROOM_TYPE = "living_room"  # scene-type line of the .txt files; no room semantics here
 
@@ -223,10 +220,10 @@ def _make_room(rng: np.random.Generator, config: BenchmarkConfig) -> rooms.Room:
     )
 
 
-def build_longtail_scene(plan: ScenePlan, vertices: int, seed: int, config: BenchmarkConfig = BenchmarkConfig()) -> SyntheticScene:
-    """One scene: a small room, the planned objects (no context objects) and up to
-    ``config.outside_objects`` objects of raw categories outside the 200 (ignored by the rule).
-    ``vertices`` is unused (the room size comes from ``config``); it keeps the generator's signature."""
+def build_longtail_scene(plan: ScenePlan, seed: int, config: BenchmarkConfig = BenchmarkConfig()) -> SyntheticScene:
+    """One scene: a small room (its size from ``config``), the planned objects (no context
+    objects) and up to ``config.outside_objects`` objects of raw categories outside the 200
+    (ignored by the rule)."""
     rng = generate.scene_rng(seed, plan.index)
     by_index = {s.index: s for s in benchmark_specs(config)}
     room = _make_room(rng, config)
@@ -253,14 +250,9 @@ def generate_longtail(
     """Write the benchmark to ``out`` in the raw ScanNet layout and return its summary (also in
     ``out/synthetic_summary.json``). The summary's counts are the generator's own bookkeeping;
     the preprocessed labels (``tools/imbalance.py``) are the reference."""
-    raw = Path(out)
     plans = plan_longtail(train, val, test, seed, config)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(plans) or 1))
-    build = functools.partial(build_longtail_scene, config=config)
-    stats = generate.run_scenes(plans, 0, seed, raw, workers, progress, build=build)
-    generate.write_split_lists(raw, plans)
     table = meta.class_table()
-    summary = {
+    header = {
         "benchmark": "longtail",
         "seed": seed,
         "config": asdict(config),
@@ -269,12 +261,9 @@ def generate_longtail(
             {"index": int(i), "name": table.name[i], "split": table.split[i]} for i in class_indices()
         ],
         "lookalike_pair": list(LOOKALIKE_PAIR),
-        "mean_vertices": float(np.mean([s["vertices"] for s in stats])) if stats else 0.0,
-        "max_vertices": int(max((s["vertices"] for s in stats), default=0)),
-        **generate.imbalance_summary(stats),
     }
-    atomic_write_text(raw / "synthetic_summary.json", json.dumps(summary, indent=1))
-    return summary
+    build = functools.partial(build_longtail_scene, config=config)
+    return generate.write_release(out, plans, seed, workers, progress, build, header)
 
 
 def min_side_metres(config: BenchmarkConfig = BenchmarkConfig()) -> float:
