@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from pointseg.meta import SPLITS
 from pointseg.utils.plotting import OTHER_COLOR, SPLIT_COLORS, new_figure, save_figure
-
-if TYPE_CHECKING:  # the study module imports these plots
-    from pointseg.analysis.study import StudyResults
 
 GROUPS = ("overall", "head", "common", "tail")
 
@@ -95,95 +91,3 @@ def plot_imbalance(result: dict, path: str | os.PathLike) -> None:
 
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3g}"
-
-
-# ------------------------------------------------------------------------------ the long-tail study
-def _labels() -> dict[str, str]:
-    from pointseg.analysis.study import ARMS
-
-    return {arm: label for arm, (_, label) in ARMS.items()}
-
-
-def plot_study_bars(results: StudyResults, path: str | os.PathLike) -> None:
-    """Per-split val mIoU of every arm (mean ± SD over seeds) and per-class IoU of the first seed."""
-    labels = _labels()
-    arms = list(results.runs)
-    fig = new_figure(15, 4.5, layout="constrained")
-    left, right = fig.subplots(1, 2, width_ratios=[1, 3])
-    splits = SPLITS
-    width = 0.8 / len(arms)
-    for j, arm in enumerate(arms):
-        vals = np.array([[r.metrics[f"{s}_miou"] for s in splits] for r in results.runs[arm]]) * 100
-        sd = vals.std(axis=0, ddof=1) if len(vals) > 1 else np.zeros(len(splits))
-        left.bar(np.arange(len(splits)) + j * width, vals.mean(axis=0), width, yerr=sd, label=labels.get(arm, arm), capsize=2)
-    left.set_xticks(np.arange(len(splits)) + width * (len(arms) - 1) / 2, splits)
-    left.set_ylabel("val mIoU (%)")
-    left.set_title("per split, mean ± SD over seeds")
-    left.legend(fontsize=7)
-    first = {arm: min(results.runs[arm], key=lambda r: r.seed) for arm in arms}
-    ref = first[arms[0]].metrics["per_class"]
-    classes = [c for c in ref if c["gt_points"] > 0]
-    for j, arm in enumerate(arms):
-        per = {c["index"]: c["iou"] for c in first[arm].metrics["per_class"]}
-        right.bar(np.arange(len(classes)) + j * width, [100 * np.nan_to_num(per[c["index"]]) for c in classes], width,
-                  label=labels.get(arm, arm))
-    right.set_xticks(np.arange(len(classes)) + width * (len(arms) - 1) / 2,
-                     [f"{c['name']} ({c['split'][0]})" for c in classes], rotation=60, ha="right", fontsize=8)
-    for tick, c in zip(right.get_xticklabels(), classes):
-        tick.set_color(SPLIT_COLORS.get(c["split"], OTHER_COLOR))
-    right.set_ylabel("val IoU (%)")
-    right.set_title(f"per class, seed {first[arms[0]].seed} (h / c / t = head / common / tail)")
-    save_figure(fig, path)
-
-
-def plot_study_collapse(results: StudyResults, path: str | os.PathLike) -> None:
-    """Collapse over training on the train split, mean over seeds: backbone space, CeCo's space,
-    and the tail classes' classifier rows."""
-    labels = _labels()
-    panels = (
-        (lambda rec: rec["metrics"]["overall"]["equiangular_means"], "Std cos of class means (backbone)"),
-        (lambda rec: rec["metrics"].get("tail", {}).get("equiangular_means"), "Std cos of tail class means (backbone)"),
-        (lambda rec: rec["center_metrics"]["overall"]["equiangular_means"], "Std cos of centers (CeCo's embedding)"),
-        (lambda rec: (rec["metrics"].get("classifier_cosine") or {}).get("centered", {}).get("tail"),
-         "tail classifier rows: mean cos (centered)"),
-    )
-    fig = new_figure(16, 3.8, layout="constrained")
-    axes = fig.subplots(1, len(panels))
-    for ax, (value, title) in zip(axes, panels):
-        for arm, runs in results.runs.items():
-            its = [rec["iteration"] for rec in runs[0].collapse]
-            ys = np.array([[np.nan if (v := value(rec)) is None else v for rec in r.collapse] for r in runs], dtype=float)
-            ax.plot(its, np.nanmean(ys, axis=0), marker="o", ms=3, label=labels.get(arm, arm))
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("iteration")
-        ax.grid(alpha=0.3)
-    k = results.setting.get("num_classes", 20)
-    axes[-1].axhline(-1 / (k - 1), color="gray", ls="--", lw=1, label="simplex ETF")
-    axes[0].legend(fontsize=7)
-    axes[-1].legend(fontsize=7)
-    save_figure(fig, path)
-
-
-def plot_study_lcr(results: StudyResults, path: str | os.PathLike) -> None:
-    """L_CR during training of every CeCo arm (mean over seeds), with its chance and its floor."""
-    labels = _labels()
-    fig = new_figure(7, 4, layout="constrained")
-    ax = fig.subplots()
-    for i, (arm, runs) in enumerate(results.runs.items()):
-        series = [{r["iteration"]: r["loss_ceco"] for r in run.log if "loss_ceco" in r} for run in runs]
-        if not any(series):
-            continue
-        its = np.array(sorted(set.intersection(*(set(s) for s in series))))  # logged by every seed
-        ys = np.array([[s[it] for it in its] for s in series]).mean(axis=0)
-        color = f"C{i}"
-        ax.plot(its, ys, color=color, label=labels.get(arm, arm))
-        floor = results.floors.get(arm)
-        if floor:
-            ax.axhline(floor["chance"], color=color, ls=":", lw=1)
-            ax.axhline(floor["floor"], color=color, ls="--", lw=1)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("L_CR (nats)")
-    ax.set_title("L_CR; dotted: chance, dashed: lowest the head can reach")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    save_figure(fig, path)

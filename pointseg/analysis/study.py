@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pointseg.analysis.plots import plot_study_bars, plot_study_collapse, plot_study_lcr
 from pointseg.meta import SPLITS
 from pointseg.utils.io import atomic_write_text
+from pointseg.utils.plotting import OTHER_COLOR, SPLIT_COLORS, new_figure, save_figure
 
 # arm → (config, label); "ce" is the reference every other arm is compared with.
 ARMS: dict[str, tuple[str, str]] = {
@@ -73,11 +73,24 @@ def final_std_cos(run: Run) -> float:
     return float(run.collapse[-1]["metrics"]["overall"]["equiangular_means"])
 
 
+def _tail_cosine(record: dict) -> float | None:
+    cos = record["metrics"].get("classifier_cosine")
+    return None if cos is None else cos["centered"].get("tail")
+
+
 def tail_classifier_cosine(run: Run) -> float | None:
     """Mean pairwise cosine of the tail classes' point-classifier rows, centered on the mean row,
     at the last checkpoint."""
-    cos = run.collapse[-1]["metrics"].get("classifier_cosine")
-    return None if cos is None else cos["centered"].get("tail")
+    return _tail_cosine(run.collapse[-1])
+
+
+def lcr_series(run: Run) -> dict[int, float]:
+    """L_CR by logged iteration ({} for a run without CeCo)."""
+    return {r["iteration"]: r["loss_ceco"] for r in run.log if "loss_ceco" in r}
+
+
+def _label(arm: str) -> str:
+    return ARMS[arm][1] if arm in ARMS else arm
 
 
 def paired(a: Sequence[Run], b: Sequence[Run], value: Callable[[Run], float]) -> np.ndarray:
@@ -230,14 +243,96 @@ def report_markdown(results: StudyResults, figures: dict[str, str], pair: Sequen
             if arm not in results.floors:
                 continue
             f = results.floors[arm]
-            series = [[(r["iteration"], r["loss_ceco"]) for r in run.log if "loss_ceco" in r] for run in results.runs[arm]]
-            end = max(it for x in series for it, _ in x)
-            first = np.mean([np.mean([v for it, v in x if it <= 50]) for x in series if x])
-            last = np.mean([np.mean([v for it, v in x if it > end - 50]) for x in series if x])
+            series = [lcr_series(run) for run in results.runs[arm]]
+            end = max(it for x in series for it in x)
+            first = np.mean([np.mean([v for it, v in x.items() if it <= 50]) for x in series if x])
+            last = np.mean([np.mean([v for it, v in x.items() if it > end - 50]) for x in series if x])
             lines.append(f"| {ARMS[arm][1]} | {f['chance']:.2f} | {f['floor']:.2f} | {first:.2f} | {last:.2f} |")
     for title, path in figures.items():
         lines += ["", f"![{title}]({path})"]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ the figures
+def plot_study_bars(results: StudyResults, path: str | os.PathLike) -> None:
+    """Per-split val mIoU of every arm (mean ± SD over seeds) and per-class IoU of the first seed."""
+    arms = list(results.runs)
+    fig = new_figure(15, 4.5, layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=[1, 3])
+    splits = SPLITS
+    width = 0.8 / len(arms)
+    for j, arm in enumerate(arms):
+        vals = np.array([[split_miou(r, s) for s in splits] for r in results.runs[arm]]) * 100
+        sd = vals.std(axis=0, ddof=1) if len(vals) > 1 else np.zeros(len(splits))
+        left.bar(np.arange(len(splits)) + j * width, vals.mean(axis=0), width, yerr=sd, label=_label(arm), capsize=2)
+    left.set_xticks(np.arange(len(splits)) + width * (len(arms) - 1) / 2, splits)
+    left.set_ylabel("val mIoU (%)")
+    left.set_title("per split, mean ± SD over seeds")
+    left.legend(fontsize=7)
+    first = {arm: min(results.runs[arm], key=lambda r: r.seed) for arm in arms}
+    ref = first[arms[0]].metrics["per_class"]
+    classes = [c for c in ref if c["gt_points"] > 0]
+    for j, arm in enumerate(arms):
+        per = {c["index"]: c["iou"] for c in first[arm].metrics["per_class"]}
+        right.bar(np.arange(len(classes)) + j * width, [100 * np.nan_to_num(per[c["index"]]) for c in classes], width,
+                  label=_label(arm))
+    right.set_xticks(np.arange(len(classes)) + width * (len(arms) - 1) / 2,
+                     [f"{c['name']} ({c['split'][0]})" for c in classes], rotation=60, ha="right", fontsize=8)
+    for tick, c in zip(right.get_xticklabels(), classes):
+        tick.set_color(SPLIT_COLORS.get(c["split"], OTHER_COLOR))
+    right.set_ylabel("val IoU (%)")
+    right.set_title(f"per class, seed {first[arms[0]].seed} (h / c / t = head / common / tail)")
+    save_figure(fig, path)
+
+
+def plot_study_collapse(results: StudyResults, path: str | os.PathLike) -> None:
+    """Collapse over training on the train split, mean over seeds: backbone space, CeCo's space,
+    and the tail classes' classifier rows."""
+    panels = (
+        (lambda rec: rec["metrics"]["overall"]["equiangular_means"], "Std cos of class means (backbone)"),
+        (lambda rec: rec["metrics"].get("tail", {}).get("equiangular_means"), "Std cos of tail class means (backbone)"),
+        (lambda rec: rec["center_metrics"]["overall"]["equiangular_means"], "Std cos of centers (CeCo's embedding)"),
+        (_tail_cosine, "tail classifier rows: mean cos (centered)"),
+    )
+    fig = new_figure(16, 3.8, layout="constrained")
+    axes = fig.subplots(1, len(panels))
+    for ax, (value, title) in zip(axes, panels):
+        for arm, runs in results.runs.items():
+            its = [rec["iteration"] for rec in runs[0].collapse]
+            ys = np.array([[np.nan if (v := value(rec)) is None else v for rec in r.collapse] for r in runs], dtype=float)
+            ax.plot(its, np.nanmean(ys, axis=0), marker="o", ms=3, label=_label(arm))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    k = results.setting.get("num_classes", 20)
+    axes[-1].axhline(-1 / (k - 1), color="gray", ls="--", lw=1, label="simplex ETF")
+    axes[0].legend(fontsize=7)
+    axes[-1].legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_study_lcr(results: StudyResults, path: str | os.PathLike) -> None:
+    """L_CR during training of every CeCo arm (mean over seeds), with its chance and its floor."""
+    fig = new_figure(7, 4, layout="constrained")
+    ax = fig.subplots()
+    for i, (arm, runs) in enumerate(results.runs.items()):
+        series = [lcr_series(run) for run in runs]
+        if not any(series):
+            continue
+        its = np.array(sorted(set.intersection(*(set(s) for s in series))))  # logged by every seed
+        ys = np.array([[s[it] for it in its] for s in series]).mean(axis=0)
+        color = f"C{i}"
+        ax.plot(its, ys, color=color, label=_label(arm))
+        floor = results.floors.get(arm)
+        if floor:
+            ax.axhline(floor["chance"], color=color, ls=":", lw=1)
+            ax.axhline(floor["floor"], color=color, ls="--", lw=1)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("L_CR (nats)")
+    ax.set_title("L_CR; dotted: chance, dashed: lowest the head can reach")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
 
 
 BEGIN, END = "<!-- study results: begin (written by tools/study.py) -->", "<!-- study results: end -->"
