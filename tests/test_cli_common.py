@@ -4,7 +4,10 @@ one-line errors through ``run_command``, and a clear refusal of ``--device cuda`
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,3 +87,38 @@ def test_device_cuda_without_cuda_is_one_line(capsys):
 
     assert run_command(lambda argv: init_distributed("cuda") and 0, []) == 2
     assert capsys.readouterr().err.strip() == "error: --device cuda: torch has no CUDA device"
+
+
+# Commands that never touch a tensor: their start must not pay torch's import (about a second).
+NO_TORCH_COMMANDS = ("preprocess", "validate_submission", "make_synthetic", "make_longtail")
+
+
+@pytest.mark.parametrize("name", NO_TORCH_COMMANDS)
+def test_commands_that_need_no_torch_do_not_import_it(name):
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import contextlib, io, sys\n"
+        f"from pointseg.cli.{name} import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "assert out.getvalue().startswith('usage:'), out.getvalue()\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[]\n"
+
+
+def test_the_data_package_names_its_functions_also_after_their_modules_are_imported():
+    """``pointseg.data`` imports its submodules on first use; ``collate`` and ``voxelize`` name a
+    submodule and a function, and the package keeps the functions."""
+    import importlib
+
+    importlib.import_module("pointseg.data.collate")
+    importlib.import_module("pointseg.data.voxelize")
+    from pointseg.data import collate, voxelize
+    from pointseg.data.collate import collate as collate_function
+    from pointseg.data.voxelize import voxelize as voxelize_function
+
+    assert collate is collate_function and voxelize is voxelize_function

@@ -1,30 +1,56 @@
-"""Scene loading, transforms, voxelization, dataset and collate (see docs/design.md)."""
+"""Scene loading, transforms, voxelization, dataset and collate (see docs/design.md).
 
-from pointseg.data.collate import collate
-from pointseg.data.dataset import ScanNet200Dataset, build_dataset
-from pointseg.data.scene import load_scene
-from pointseg.data.transforms import (
-    TRANSFORMS,
-    Compose,
-    build_transforms,
-    default_test_transforms,
-    default_train_transforms,
-)
-from pointseg.data.voxelize import VoxelizeResult, fragments, grid_coordinates, voxelize, voxelize_points
+The names below are imported on first use (PEP 562): ``pointseg.data.scene`` and
+``pointseg.data.stats`` need numpy only, so preprocessing does not pay torch's import time.
+"""
 
-__all__ = [
-    "TRANSFORMS",
-    "Compose",
-    "ScanNet200Dataset",
-    "VoxelizeResult",
-    "build_dataset",
-    "build_transforms",
-    "collate",
-    "default_test_transforms",
-    "default_train_transforms",
-    "fragments",
-    "grid_coordinates",
-    "load_scene",
-    "voxelize",
-    "voxelize_points",
-]
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
+
+# name → submodule that defines it
+_EXPORTS = {
+    "collate": "collate",
+    "ScanNet200Dataset": "dataset",
+    "build_dataset": "dataset",
+    "load_scene": "scene",
+    "TRANSFORMS": "transforms",
+    "Compose": "transforms",
+    "build_transforms": "transforms",
+    "default_test_transforms": "transforms",
+    "default_train_transforms": "transforms",
+    "VoxelizeResult": "voxelize",
+    "fragments": "voxelize",
+    "grid_coordinates": "voxelize",
+    "voxelize": "voxelize",
+    "voxelize_points": "voxelize",
+}
+
+__all__ = sorted(_EXPORTS, key=str.lower)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """Importing a submodule binds its name on the package; ``collate`` and ``voxelize`` name
+    both a submodule and a function, and the package's attribute stays the function (as when
+    this file imported them all)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
