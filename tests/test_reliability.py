@@ -176,6 +176,70 @@ def test_ctrl_c_saves_prints_the_resume_command_and_resuming_equals_an_uninterru
     _assert_same_training(reference_run, run)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGUSR1, 138)])
+def test_a_schedulers_signal_to_the_process_group_saves_and_resuming_equals_an_uninterrupted_run(
+    signum, status, interrupted_config, reference_run, tmp_path
+):
+    """SLURM, systemd and ``kill -TERM -- -PGID`` signal every process of the job: the loader
+    process too, which must outlive the signal until the trainer has saved and stops it."""
+    run = tmp_path / "run"
+    proc = _start("--config", interrupted_config, "--out", run, "--device", "cpu")
+    _wait_for(lambda: _lines(run / "log.jsonl") >= 2, proc)
+    os.killpg(proc.pid, signum)  # as the scheduler sends it: to each process, whatever it is doing
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == status, err
+    name = signal.Signals(signum).name
+
+    stopped = load_checkpoint(run / "checkpoints" / "last.pth")["iteration"]
+    assert 2 <= stopped < ITERATIONS
+    assert [r["iteration"] for r in read_jsonl(run / "log.jsonl")] == list(range(1, stopped + 1))
+    assert _temporaries(run / "checkpoints") == []
+    lines = err.splitlines()
+    assert f"{name}: stopping after the current iteration and saving last.pth" in lines
+    assert f"stopped at iteration {stopped} ({name}), {run}/checkpoints/last.pth saved; continue with:" in lines
+    assert "Traceback" not in err and "killed by signal" not in err
+    _wait_for_no_process_in_group(proc.pid)  # the loader process was stopped, not left behind
+
+    resumed = _run("--config", interrupted_config, "--out", run, "--device", "cpu", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_training(reference_run, run)
+
+
+def _wait_for_no_process_in_group(pgid: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            os.killpg(pgid, signal.SIGKILL)
+            pytest.fail(f"processes of the run's group {pgid} outlived it")
+        time.sleep(0.05)
+
+
+def test_the_exit_status_of_a_schedulers_stop_can_be_chosen(tiny_yaml, tmp_path, monkeypatch, capsys):
+    """A site whose scheduler requeues on its own status (SLURM's ``RequeueExit=``) sets it."""
+    from pointseg.cli import train as train_cli
+
+    def stop_at_once(self):  # as if SLURM's SIGUSR1 came during the first step
+        self.request_stop("SIGUSR1")
+        return real_train(self)
+
+    real_train = Trainer.train
+    monkeypatch.setattr(Trainer, "train", stop_at_once)
+    argv = ["--config", tiny_yaml, "--out", tmp_path / "run", "--device", "cpu"]
+    assert _train_main(*argv, "--requeue-exit-code", "99") == 99
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pth")["iteration"] == 1
+    assert _train_main(*argv, "--resume") == 138
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pth")["iteration"] == 2
+    capsys.readouterr()
+    assert _train_main(*argv, "--resume", "--requeue-exit-code", "0") == 2
+    assert _last_error(capsys) == "error: --requeue-exit-code must be 1..255, an exit status that is not success (got 0)"
+    assert train_cli.stop_status("SIGINT", 99) == 130  # a person's Ctrl-C keeps the shell's status
+
+
 def test_a_second_ctrl_c_aborts_at_once_with_one_line(monkeypatch, capsys):
     from pointseg.cli import train as train_cli
     from pointseg.cli.common import run_command

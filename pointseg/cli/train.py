@@ -2,13 +2,17 @@
 (or ``python tools/train.py ...``).
 
 Several GPUs or nodes: ``torchrun --nproc_per_node N tools/train.py --config ...``.
-A killed or preempted run continues exactly with ``--resume`` (same ``--out``). Ctrl-C (SIGINT) or
-SIGTERM makes the run finish the current step, save ``last.pth``, print the command that
-continues it and exit with 130 (SIGINT) or 143 (SIGTERM). Another Ctrl-C more than a second after
-the first aborts at once, without saving; one within a second is the same request (torchrun
-forwards a terminal's Ctrl-C to its workers too), and so is a repeated SIGTERM. Overrides
-``key=value`` may stand anywhere on the line. One training at a time writes a run folder;
-starting afresh where checkpoints exist needs ``--resume`` or ``--overwrite``.
+A killed or preempted run continues exactly with ``--resume`` (same ``--out``). Ctrl-C (SIGINT),
+SIGTERM (a scheduler's preemption or cancel) or SIGUSR1 (SLURM's ``--signal=USR1@<seconds>``
+before the time limit), to the main process or to the whole process group, makes the run finish
+the current step, save ``last.pth``, print the command that continues it and exit with 128 + the
+signal's number, the status a shell gives a process that signal ended: 130 (SIGINT), 143
+(SIGTERM), 138 (SIGUSR1); ``--requeue-exit-code N`` sets another one for SIGTERM and SIGUSR1
+(docs/cluster.md: the batch scripts). Another Ctrl-C more than a second after the first aborts
+at once, without saving; one within a second is the same request (torchrun forwards a terminal's
+Ctrl-C to its workers too), and so is a repeated SIGTERM or SIGUSR1. Overrides ``key=value`` may
+stand anywhere on the line. One training at a time writes a run folder; starting afresh where
+checkpoints exist needs ``--resume`` or ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 from pointseg.cli.common import add_common, parse_with_overrides, run_command
 from pointseg.engine.checkpoint import export_inference_weights
 from pointseg.engine.config import default_run_dir, explain_config, format_explained
-from pointseg.engine.distributed import cleanup
+from pointseg.engine.distributed import STOP_SIGNALS, cleanup
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="PATH",
         help="after training, write the evaluation weights (no center branch) of best.pth (else last.pth)",
     )
+    p.add_argument(
+        "--requeue-exit-code",
+        type=int,
+        metavar="N",
+        help="exit status after a stop on SIGTERM or SIGUSR1 (default 128 + the signal: 143, 138), "
+        "for a scheduler that requeues on its own status",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config, where each value came from, and exit")
     p.add_argument("--config-reference", action="store_true", help="print every config key, its default and its doc (docs/config.md), and exit")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. train.iterations=100)")
@@ -55,20 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(_main, argv)
 
 
-STOP_SIGNALS = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+SIGNAL_NAMES = {signum: signal.Signals(signum).name for signum in STOP_SIGNALS}
 # A repeat sooner than this is the same request: torchrun forwards the Ctrl-C its workers got
 # from the terminal too, and schedulers may send SIGTERM to every process of a job and again.
 SAME_REQUEST_S = 1.0
 
 
 def install_stop_handlers(trainer: Any) -> dict[int, Any]:
-    """SIGINT and SIGTERM ask ``trainer`` to stop after the current step (it then saves); a Ctrl-C
-    more than :data:`SAME_REQUEST_S` after the first aborts at once (KeyboardInterrupt, as Python's
-    default handler does); sooner, or a SIGTERM, it is the same request and ignored.
+    """SIGINT, SIGTERM and SIGUSR1 ask ``trainer`` to stop after the current step (it then
+    saves); a Ctrl-C more than :data:`SAME_REQUEST_S` after the first aborts at once
+    (KeyboardInterrupt, as Python's default handler does); sooner, or another signal, it is the
+    same request and ignored.
 
-    Data-loading processes forked later inherit the handler; they ignore the signal (a terminal's
-    Ctrl-C reaches them too) and end when the main process stops them. Returns the previous
-    handlers.
+    Data-loading processes ignore the signals (a terminal and a scheduler signal them too; see
+    ``pointseg.engine.distributed.worker_init_fn``) and end when the trainer stops them. Returns
+    the previous handlers.
     """
     main_pid = os.getpid()
     first: list[float] = []  # when the stop was requested
@@ -81,16 +93,27 @@ def install_stop_handlers(trainer: Any) -> dict[int, Any]:
                 raise KeyboardInterrupt
             return
         first.append(time.monotonic())
-        trainer.request_stop(STOP_SIGNALS[signum])
+        name = SIGNAL_NAMES[signum]
+        trainer.request_stop(name)
         if trainer.is_main:
+            abort = f" (Ctrl-C again, more than {SAME_REQUEST_S:g} s later, aborts without saving)"
             print(
-                f"{STOP_SIGNALS[signum]}: stopping after the current iteration and saving last.pth "
-                f"(Ctrl-C again, more than {SAME_REQUEST_S:g} s later, aborts without saving)",
+                f"{name}: stopping after the current iteration and saving last.pth{abort if signum == signal.SIGINT else ''}",
                 file=sys.stderr,
                 flush=True,
             )
 
     return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+
+
+def stop_status(reason: str, requeue_exit_code: int | None = None) -> int:
+    """Exit status of a run stopped by the signal named ``reason``: 128 + its number, as a shell
+    reports a process that signal ended (130 for Ctrl-C), or ``requeue_exit_code`` for a
+    scheduler's SIGTERM or SIGUSR1."""
+    signum = next((s for s, name in SIGNAL_NAMES.items() if name == reason), signal.SIGINT)
+    if requeue_exit_code is not None and signum != signal.SIGINT:
+        return requeue_exit_code
+    return 128 + signum
 
 
 def resume_command(argv: list[str], world_size: int) -> str:
@@ -112,6 +135,8 @@ def _main(argv: list[str]) -> int:
         return 0
     if args.config is None and not (args.resume and args.out):
         raise ValueError("--config is required (or --resume with --out of an existing run)")
+    if args.requeue_exit_code is not None and not 0 < args.requeue_exit_code < 256:
+        raise ValueError(f"--requeue-exit-code must be 1..255, an exit status that is not success (got {args.requeue_exit_code})")
     config = args.config or str(Path(args.out) / "config.yaml")
     cfg, sources = explain_config(config, args.overrides)
     if args.print_config:
@@ -140,7 +165,7 @@ def _main(argv: list[str]) -> int:
                     f"continue with:\n  {resume_command(argv, trainer.dist.world_size)}",
                     file=sys.stderr,
                 )
-            return 128 + (signal.SIGTERM if reason == "SIGTERM" else signal.SIGINT)
+            return stop_status(reason, args.requeue_exit_code)
         if trainer.is_main:
             print(f"done: iteration {summary['iteration']}, best val mIoU {summary['best_miou']}, run {run_dir}")
             if args.export_inference:  # not stopped: training reached train.iterations

@@ -6,10 +6,13 @@ A plain ``python tools/train.py`` is a world of one; under ``torchrun`` the envi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -69,16 +72,62 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def worker_init_fn(worker_id: int) -> None:
-    """Seed python and numpy in a data-loader worker from the seed torch gave it.
+# Signals that ask a training to stop after its step and save (``pointseg.cli.train``): a
+# terminal's Ctrl-C, a scheduler's preemption or cancel (SIGTERM), and the warning SLURM sends
+# ahead of the time limit with ``--signal=USR1@<seconds>``.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
-    torch derives each worker's seed from the loader's generator (seeded per epoch by the
-    trainer), so workers are reproducible; numpy and python would otherwise repeat the parent's
-    state in every worker.
+
+def worker_init_fn(worker_id: int) -> None:
+    """Make a data-loader worker ignore the stop signals, and seed python and numpy from the seed
+    torch gave it.
+
+    A scheduler (SLURM, systemd, ``kill -TERM -- -PGID``) and a terminal signal every process of
+    the job, the workers too; a worker that died of it (torch's own SIGTERM handler ends it) would
+    end the training before it saved. The main process decides and stops its workers itself
+    (:func:`shutdown_workers`). torch derives each worker's seed from the loader's generator
+    (seeded per epoch by the trainer), so workers are reproducible; numpy and python would
+    otherwise repeat the parent's state in every worker.
     """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    # Held back since the fork (stop_signals_deferred); a signal that came meanwhile is dropped.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+@contextlib.contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Hold the stop signals back while data-loader workers start (around ``iter(loader)``).
+
+    A forked worker inherits the mask, so a signal that reaches it before :func:`worker_init_fn`
+    ran stays pending and is then ignored, instead of ending it through the handler torch
+    installs first; the main process gets its own signals when the block ends.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def shutdown_workers(batches: Any) -> None:
+    """Stop the worker processes of a DataLoader iterator now, not whenever it is collected.
+
+    torch asks them to finish (the iterator's ``_shutdown_workers``, which its ``__del__`` calls
+    too) and ends one that does not with SIGTERM, which workers ignore (:func:`worker_init_fn`):
+    one still alive after that, stuck in a sample, is killed.
+    """
+    workers = list(getattr(batches, "_workers", ()))
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
 
 
 class SparseSyncBatchNorm(nn.SyncBatchNorm):

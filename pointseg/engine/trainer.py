@@ -41,7 +41,14 @@ from pointseg.engine.checkpoint import (
     save_checkpoint,
 )
 from pointseg.engine.config import complete_config, save_config, to_plain_dict
-from pointseg.engine.distributed import convert_sync_batchnorm, init_distributed, seed_everything, worker_init_fn
+from pointseg.engine.distributed import (
+    convert_sync_batchnorm,
+    init_distributed,
+    seed_everything,
+    shutdown_workers,
+    stop_signals_deferred,
+    worker_init_fn,
+)
 from pointseg.engine.legacy import CHECKPOINT_FORMAT
 from pointseg.engine.logger import ERRORS_LOG, TRAIN_LOG, VAL_LOG, RunLogger, memory_mb
 from pointseg.engine.optim import build_optimizer, build_scheduler, current_lr
@@ -283,7 +290,8 @@ class Trainer:
             raise ValueError(f"{self.cfg.data.root}: the train split has no scenes")
         while True:
             if self._batches is None:
-                self._batches = iter(self._epoch_loader(self.epoch, self.batch_in_epoch))
+                with stop_signals_deferred():  # until the workers ignore them
+                    self._batches = iter(self._epoch_loader(self.epoch, self.batch_in_epoch))
             try:
                 batch = next(self._batches)
             except StopIteration:
@@ -370,7 +378,8 @@ class Trainer:
     def close(self) -> None:
         """Release the run folder (after stopping the data-loading processes, which share the
         lock's open file); :meth:`train` does this when it ends."""
-        self._batches = None
+        batches, self._batches = self._batches, None
+        shutdown_workers(batches)
         self._lock.release()
 
     def _check_finite(self, losses: dict[str, torch.Tensor], iteration: int) -> None:
@@ -449,7 +458,9 @@ class Trainer:
         error: Exception | None = None
         scenes: list[str] | None = None  # the batch being predicted (a loading error names its file)
         try:
-            for batch in loader:
+            with stop_signals_deferred():
+                batches = iter(loader)
+            for batch in batches:
                 scenes = list(batch["name"])
                 batch = self._to_device(batch)
                 with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
