@@ -240,6 +240,42 @@ def test_the_exit_status_of_a_schedulers_stop_can_be_chosen(tiny_yaml, tmp_path,
     assert train_cli.stop_status("SIGINT", 99) == 130  # a person's Ctrl-C keeps the shell's status
 
 
+@pytest.fixture(scope="module")
+def soak_config(data_root, tmp_path_factory) -> Path:
+    """The interrupted runs' config over more iterations, without validation (the stops are the
+    point here)."""
+    register_tiny_backbone()
+    cfg = tiny_config(data_root, **{**INTERRUPTED, "iterations": SOAK_ITERATIONS, "val_every": 0})
+    cfg.data.num_workers = 1
+    path = tmp_path_factory.mktemp("soak") / "tiny.yaml"
+    OmegaConf.save(cfg, path)
+    return path
+
+
+SOAK_ITERATIONS = 16
+
+
+@pytest.mark.slow
+def test_a_run_preempted_at_random_iterations_and_resumed_ends_with_the_weights_of_an_uninterrupted_run(
+    soak_config, tmp_path, tiny_backbone
+):
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from bench_preemption import differing_tensors, interrupt_and_resume
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    reference = tmp_path / "reference"
+    Trainer(load_config(soak_config), reference, device="cpu").train()
+    run = tmp_path / "run"
+    seed = int.from_bytes(os.urandom(4), "little")  # other iterations each time; printed if it fails
+    stops = interrupt_and_resume(_command("--config", soak_config, "--out", run, "--device", "cpu"), run,
+                                 SOAK_ITERATIONS, 3, np.random.default_rng(seed), env=_env(), timeout=300)
+    assert len(stops) == 3 and stops == sorted(set(stops)) and stops[-1] < SOAK_ITERATIONS, (seed, stops)
+    assert differing_tensors(reference / "checkpoints" / "last.pth", run / "checkpoints" / "last.pth") == [], (seed, stops)
+    assert load_checkpoint(run / "checkpoints" / "last.pth")["iteration"] == SOAK_ITERATIONS
+    assert [r["iteration"] for r in read_jsonl(run / "log.jsonl")] == list(range(1, SOAK_ITERATIONS + 1))
+
+
 def test_a_second_ctrl_c_aborts_at_once_with_one_line(monkeypatch, capsys):
     from pointseg.cli import train as train_cli
     from pointseg.cli.common import run_command
