@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from pointseg.engine import checkpoint as checkpoint_module
 from pointseg.engine.checkpoint import load_checkpoint, save_checkpoint
-from pointseg.engine.config import load_config, to_plain_dict
+from pointseg.engine.config import config_from_dict, load_config, to_plain_dict
 from pointseg.engine.trainer import Trainer
 from pointseg.utils.io import load_npy
 from pointseg.utils.lock import FolderBusyError, FolderLock
@@ -592,6 +592,80 @@ def test_an_unreadable_train_scene_in_a_loader_process_is_one_line(data_root, ti
     argv = ["--config", tiny_yaml, "--out", tmp_path / "run", "--device", "cpu", f"data.root={data}", "data.num_workers=1"]
     assert _train_main(*argv) == 2
     assert _last_error(capsys) == f"error: {problem}"
+
+
+def _state_dict_diff(model_state: dict, checkpoint_state: dict) -> tuple[int, int, int]:
+    """Oracle of a mismatch: tensors the model misses, extra ones, ones of another shape."""
+    common = model_state.keys() & checkpoint_state.keys()
+    return (
+        len(model_state.keys() - checkpoint_state.keys()),
+        len(checkpoint_state.keys() - model_state.keys()),
+        sum(model_state[k].shape != checkpoint_state[k].shape for k in common),
+    )
+
+
+def test_resuming_with_another_model_is_a_short_error_naming_both_models(tiny_yaml, tmp_path, capsys):
+    from pointseg.models.segmentor import build_segmentor
+
+    run = tmp_path / "run"
+    argv = ["--config", tiny_yaml, "--out", run, "--device", "cpu", "train.iterations=1"]
+    assert _train_main(*argv) == 0
+    last = run / "checkpoints" / "last.pth"
+    before = last.read_bytes()
+    capsys.readouterr()
+    assert _train_main(*argv, "--resume", "model.name=MinkUNet14S") == 2
+    line = _last_error(capsys)
+
+    cfg = load_config(tiny_yaml, ["model.name=MinkUNet14S"])
+    missing, unexpected, shaped = _state_dict_diff(build_segmentor(cfg, train=True).state_dict(), load_checkpoint(last)["model"])
+    assert missing and shaped and not unexpected  # a wider backbone, with downsampling where Tiny has none
+    assert line.startswith(
+        f"error: {last}: the weights do not fit the configured model: the checkpoint holds a MinkUNetTiny, "
+        f"the config asks for MinkUNet14S: {missing} tensors of the model are not in the checkpoint ("
+    )
+    assert f"); {shaped} differ in shape (" in line and "of the checkpoint are not in the model" not in line
+    assert line.endswith(" (--debug lists every tensor)") and len(line) < 600
+    assert last.read_bytes() == before  # nothing was written
+
+    with pytest.raises(ValueError) as debug:  # --debug: the traceback, torch's whole list as its cause
+        _train_main(*argv, "--resume", "model.name=MinkUNet14S", "--debug")
+    assert isinstance(debug.value.__cause__, RuntimeError) and len(str(debug.value.__cause__)) > 10 * len(line)
+    assert last.read_bytes() == before
+
+
+def test_evaluating_with_another_model_is_a_short_error(data_root, tmp_path, tiny_backbone, capsys):
+    from pointseg.models.segmentor import build_segmentor
+
+    cfg = tiny_config(data_root)
+    ckpt = tmp_path / "tiny.pth"
+    save_checkpoint({"model": build_segmentor(cfg, train=False).state_dict(), "config": to_plain_dict(cfg)}, ckpt)
+    out = tmp_path / "eval"
+    argv = ["--checkpoint", ckpt, "--split", "val", "--out", out, "--device", "cpu", "model.num_classes=20"]
+    assert _test_main(*argv) == 2
+    line = _last_error(capsys)
+    missing, unexpected, shaped = _state_dict_diff(
+        build_segmentor(config_from_dict(to_plain_dict(cfg), ["model.num_classes=20"]), train=False).state_dict(),
+        load_checkpoint(ckpt)["model"],
+    )
+    assert (missing, unexpected) == (0, 0) and shaped >= 1
+    assert line.startswith(
+        f"error: {ckpt}: the weights do not fit the configured model: model.num_classes is 200 in the checkpoint, "
+        f"20 in the config: {shaped} differ in shape (classifier.weight: (200, "
+    ), line
+    assert len(line) < 400 and not out.exists()
+
+    assert _test_main(*argv[:-1], "model.name=MinkUNet14S") == 2
+    line = _last_error(capsys)
+    assert "the checkpoint holds a MinkUNetTiny, the config asks for MinkUNet14S: " in line and len(line) < 600
+
+    # the other way round: a checkpoint of the bigger model evaluated as the tiny one
+    big = tmp_path / "big.pth"
+    cfg.model.name = "MinkUNet14S"
+    save_checkpoint({"model": build_segmentor(cfg, train=False).state_dict(), "config": to_plain_dict(cfg)}, big)
+    assert _test_main("--checkpoint", big, *argv[2:-1], "model.name=MinkUNetTiny") == 2
+    line = _last_error(capsys)
+    assert "the checkpoint holds a MinkUNet14S, the config asks for MinkUNetTiny: " in line
+    assert " tensors of the model are not in the checkpoint " not in line and "of the checkpoint are not in the model (" in line
 
 
 def test_a_broken_checkpoint_on_resume_is_one_line(tiny_yaml, tmp_path, capsys):

@@ -10,12 +10,13 @@ import os
 import random
 import re
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, BinaryIO, Iterable
 
 import numpy as np
 import torch
 
-from pointseg.engine.config import config_from_dict
+from pointseg.engine.config import config_from_dict, to_plain_dict
 from pointseg.engine.legacy import CHECKPOINT_FORMAT, upgrade_checkpoint
 from pointseg.utils.io import atomic_path
 
@@ -88,6 +89,84 @@ def _load_problem(e: Exception) -> str:
     return f"{type(e).__name__}: {text}"
 
 
+# How many tensor names a mismatch error shows of each kind; --debug shows them all.
+SHOWN_NAMES = 3
+# Config keys that decide a model's tensors, compared to name the likely cause of a mismatch.
+MODEL_KEYS = ("model.name", "model.num_classes", "model.in_channels", "ceco.enabled", "ceco.projection")
+
+
+def _config_value(cfg: Mapping[str, Any] | None, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(cfg, Mapping) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
+def mismatch_cause(stored: Mapping[str, Any] | None, configured: Mapping[str, Any] | None) -> str | None:
+    """The likely cause of weights that do not fit, in words, from the checkpoint's stored config
+    and the one the model was built from: "the checkpoint holds a MinkUNet34C, the config asks
+    for MinkUNet18A", or the first other setting of :data:`MODEL_KEYS` that differs."""
+    for key in MODEL_KEYS:
+        old, new = _config_value(stored, key), _config_value(configured, key)
+        if old is None or new is None or old == new:
+            continue
+        if key == "model.name":
+            return f"the checkpoint holds a {old}, the config asks for {new}"
+        return f"{key} is {old} in the checkpoint, {new} in the config"
+    return None
+
+
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(keys[:SHOWN_NAMES])
+    return shown + (", ..." if len(keys) > SHOWN_NAMES else "")
+
+
+def describe_mismatch(
+    model_state: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    stored: Mapping[str, Any] | None = None,
+    configured: Mapping[str, Any] | None = None,
+) -> str:
+    """A state-dict mismatch in a few hundred characters: the likely cause, then how many
+    tensors the model misses, how many the checkpoint has that the model lacks and how many
+    differ in shape, each with the first names (torch's message lists them all: tens of
+    thousands of characters for a whole other backbone)."""
+    missing = [k for k in model_state if k not in state]
+    unexpected = [k for k in state if k not in model_state]
+    shaped = [k for k in model_state if k in state and tuple(model_state[k].shape) != tuple(state[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} tensors of the model are not in the checkpoint ({_names(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} of the checkpoint are not in the model ({_names(unexpected)})")
+    if shaped:
+        k = shaped[0]
+        shapes = f"{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(model_state[k].shape)} in the model"
+        parts.append(f"{len(shaped)} differ in shape ({shapes}{', ...' if len(shaped) > 1 else ''})")
+    cause = mismatch_cause(stored, configured)
+    facts = "; ".join(parts) or "the tensors do not load"
+    return f"{cause}: {facts}" if cause else facts
+
+
+def load_model_weights(
+    model: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    stored: Mapping[str, Any] | None = None,
+    configured: Mapping[str, Any] | None = None,
+) -> None:
+    """``model.load_state_dict(state, strict=True)``; weights that do not fit are a short
+    ValueError naming ``path`` and the likely cause (:func:`describe_mismatch`, from the
+    checkpoint's ``stored`` config and the ``configured`` one), with torch's full list as its
+    cause (what ``--debug`` shows)."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        problem = describe_mismatch(model.state_dict(), state, stored, configured)
+        raise ValueError(f"{path}: the weights do not fit the configured model: {problem} (--debug lists every tensor)") from e
+
+
 def capture_rng_state() -> dict[str, Any]:
     """torch (CPU and CUDA), numpy-global and python RNG states as tensors / plain python."""
     np_state = np.random.get_state()
@@ -150,11 +229,7 @@ def model_from_checkpoint(
 
     cfg = config_from_dict(ckpt["config"], overrides, source=f"{path}: config")
     model = build_segmentor(cfg, train=False)
-    state = strip_center_branch(ckpt["model"])
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit the model the config describes ({e})") from e
+    load_model_weights(model, strip_center_branch(ckpt["model"]), path, ckpt["config"], to_plain_dict(cfg))
     return model.to(device).eval(), cfg
 
 

@@ -37,6 +37,7 @@ from pointseg.engine.checkpoint import (
     capture_rng_state,
     find_etf,
     load_checkpoint,
+    load_model_weights,
     restore_rng_state,
     save_checkpoint,
 )
@@ -343,12 +344,10 @@ class Trainer:
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
         etf = find_etf(self.model)
+        # Whether the tensors fit first: another model's ETF differs too, for a reason that says less.
+        load_model_weights(self.model, ckpt["model"], path, ckpt.get("config"), to_plain_dict(self.cfg))
         if etf is not None and ckpt.get("etf") is not None and not torch.equal(etf, ckpt["etf"].cpu()):
             raise ValueError(f"{path}: the stored ETF differs from the one this config builds (ceco.etf_seed?)")
-        try:
-            self.model.load_state_dict(ckpt["model"], strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"{path}: checkpoint does not fit the configured model ({e})") from e
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.amp and ckpt.get("scaler"):
