@@ -757,6 +757,116 @@ def test_a_bad_label_map_is_one_line(content, problem, twenty_class_checkpoint, 
     assert capsys.readouterr().err == f"error: {where}: {problem}\n"
 
 
+@pytest.fixture
+def tiny_checkpoint(data_root, tmp_path, tiny_backbone) -> Path:
+    """An evaluation checkpoint of the tiny model, untrained (what it predicts does not matter)."""
+    from pointseg.models.segmentor import build_segmentor
+
+    cfg = tiny_config(data_root)
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.pth"
+    save_checkpoint({"model": build_segmentor(cfg, train=False).state_dict(), "config": to_plain_dict(cfg)}, path)
+    return path
+
+
+SUMMARY = ("metrics.json", "confusion.npz", "per_class_iou.png")
+
+
+def _evaluated(checkpoint: Path, data_root: Path, out: Path, capsys) -> dict[str, bytes]:
+    """A good evaluation in ``out``; the bytes of its summary files."""
+    assert _test_main("--checkpoint", checkpoint, "--split", "val", "--out", out, "--device", "cpu", "--no-fragments",
+                      f"data.root={data_root}") == 0
+    capsys.readouterr()
+    return {name: (out / name).read_bytes() for name in SUMMARY}
+
+
+@pytest.mark.parametrize("fault", ["no segment200.npy", "no labelled point"])
+def test_an_evaluation_that_scores_nothing_leaves_the_earlier_one_untouched(fault, tiny_checkpoint, data_root, tmp_path, capsys):
+    out = tmp_path / "eval"
+    before = _evaluated(tiny_checkpoint, data_root, out, capsys)
+    data = tmp_path / "data"
+    shutil.copytree(data_root, data)
+    segment = data / "val" / "scene0100_00" / "segment200.npy"
+    if fault == "no segment200.npy":
+        segment.unlink()
+    else:
+        np.save(segment, np.full_like(np.load(segment), -1))
+    argv = ["--checkpoint", tiny_checkpoint, "--split", "val", "--out", out, "--device", "cpu", "--no-fragments", f"data.root={data}"]
+    assert _test_main(*argv) == 1
+    err = capsys.readouterr().err.splitlines()
+    if fault == "no segment200.npy":
+        assert "error: scene scene0100_00 failed: no segment200.npy: a labelled split needs ground truth" in err
+        assert "1 of 1 scenes failed" in err
+    assert f"error: no labelled point was scored; nothing written to {out}" in err
+    assert {name: (out / name).read_bytes() for name in SUMMARY} == before
+    assert _temporaries(out) == []
+
+
+def test_a_summary_that_cannot_be_completed_replaces_none_of_the_earlier_files(
+    tiny_checkpoint, data_root, tmp_path, monkeypatch, capsys
+):
+    from pointseg.evaluation import tester
+
+    out = tmp_path / "eval"
+    before = _evaluated(tiny_checkpoint, data_root, out, capsys)
+
+    def full_disk(metrics, path):  # the last of the three files
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(tester, "plot_per_class_iou", full_disk)
+    assert _test_main("--checkpoint", tiny_checkpoint, "--split", "val", "--out", out, "--device", "cpu", "--no-fragments",
+                      f"data.root={data_root}") == 2
+    assert _last_error(capsys) == f"error: {out}/per_class_iou.png: no space left on device"
+    assert {name: (out / name).read_bytes() for name in SUMMARY} == before
+    assert _temporaries(out) == []
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """An existing folder nobody can write into: chmod, or for root a read-only tmpfs."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("root ignores permissions and cannot mount a read-only tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _no_prediction(monkeypatch) -> None:
+    from pointseg.evaluation import tester
+
+    def predicted(*args, **kwargs):
+        pytest.fail("a scene was predicted before the output folder was checked")
+
+    monkeypatch.setattr(tester, "predict_scene", predicted)
+
+
+def test_evaluating_into_a_file_fails_before_predicting_naming_the_folder(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    _no_prediction(monkeypatch)
+    out = tmp_path / "eval"
+    out.write_text("notes")
+    assert _test_main("--checkpoint", tiny_checkpoint, "--split", "val", "--out", out, "--device", "cpu") == 2
+    assert _last_error(capsys) == f"error: {out}: exists as a file, not a folder"
+    assert _test_main("--checkpoint", tiny_checkpoint, "--split", "val", "--out", out / "sub", "--device", "cpu") == 2
+    assert _last_error(capsys) == f"error: {out / 'sub'}: cannot be created: {out} is a file"
+    assert out.read_text() == "notes"
+
+
+def test_evaluating_into_a_read_only_folder_fails_before_predicting_naming_the_folder(
+    tiny_checkpoint, read_only_folder, monkeypatch, capsys
+):
+    _no_prediction(monkeypatch)
+    assert _test_main("--checkpoint", tiny_checkpoint, "--split", "val", "--out", read_only_folder, "--device", "cpu") == 2
+    assert _last_error(capsys) in (f"error: {read_only_folder}: Permission denied", f"error: {read_only_folder}: Read-only file system")
+
+
 def test_a_broken_checkpoint_is_one_line_in_the_test_command(tmp_path, capsys):
     ckpt = tmp_path / "broken.pth"
     ckpt.write_bytes(b"garbage")

@@ -7,7 +7,9 @@
 Every vertex is predicted from its own voxel representative (test-mode fragments); ``--tta N``
 adds N rotations about z (and ``--tta-scales``), several checkpoints form an ensemble; all vote
 by averaging class probabilities. Labelled splits write metrics.json, confusion.npz and
-per_class_iou.png; the test split writes submission.zip and validates it. Under torchrun the
+per_class_iou.png (together, and only when a labelled point was scored: a failed evaluation leaves
+an earlier one in OUT as it was); the test split writes submission.zip and validates it. OUT is
+checked for writability before the first scene is predicted. Under torchrun the
 scenes are split over processes. The exit status is 1 if any scene failed or the submission is
 invalid. A checkpoint of another label set than ScanNet200's (e.g. 20 classes) is refused unless
 ``--label-map FILE.json`` ({"<model class index>": <ScanNet200 class index>, ...}) maps it.
@@ -102,6 +104,8 @@ def _main(argv: list[str]) -> int:
     if result.submission is not None:
         state = "INVALID" if result.submission_problems else "valid"
         print(f"written: {result.submission} ({state})")
+    if result.nothing_scored:
+        print(f"error: no labelled point was scored; nothing written to {args.out}", file=sys.stderr)
     if result.failed:
         print(f"{len(result.failed)} of {len(result.scenes)} scenes failed", file=sys.stderr)
     return 0 if result.ok else 1

@@ -4,11 +4,15 @@ Three steps behind ``tools/test.py``: :func:`predict_split`, then :func:`score_s
 splits) or :func:`submit_split` (the test split). Scenes are sharded over torchrun processes; each process
 accumulates its confusion matrix and writes its own ``<scene>.txt`` files; rank 0 sums, reports
 and zips. A scene that fails is recorded with its error and the run ends non-zero: a metric over
-silently fewer scenes would not be the benchmark's number.
+silently fewer scenes would not be the benchmark's number. The output folder is checked for
+writability before the first scene is predicted; the summary files are written only when a
+labelled point was scored, all three or none (an evaluation that scored nothing leaves the files
+of an earlier one as they were).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from collections.abc import Iterator, Sequence
@@ -39,10 +43,12 @@ from pointseg.meta import NUM_CLASSES
 from pointseg.preprocessing.raw import raw_scene_list
 from pointseg.utils.comm import all_gather_object, barrier
 from pointseg.utils.errors import one_line
+from pointseg.utils.io import atomic_path, check_writable_folder
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS_DIR = "predictions"
+SUMMARY_FILES = ("metrics.json", "confusion.npz", "per_class_iou.png")
 STAGING_DIR = ".predictions_staging"  # test-split txt files kept only for the zip
 
 
@@ -56,10 +62,12 @@ class SplitResult:
     unlabelled: list[str] = field(default_factory=list)
     submission: Path | None = None
     submission_problems: list[str] = field(default_factory=list)
+    # A labelled split of which no point was scored: nothing was written.
+    nothing_scored: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.submission_problems
+        return not self.failed and not self.submission_problems and not self.nothing_scored
 
 
 def preprocessed_vertex_counts(scene_dirs: Sequence[Path]) -> dict[str, int]:
@@ -109,9 +117,10 @@ def predict_split(
 
 def score_split(
     metric: SemSegMetric, result: SplitResult, out_dir: Path, split: str, views: Sequence[TTAView], ensemble_size: int
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """The benchmark summary of the accumulated confusion: ``metrics.json``, ``confusion.npz``,
-    ``per_class_iou.png`` in ``out_dir``."""
+    ``per_class_iou.png`` in ``out_dir``; None, and nothing written, when no labelled point was
+    scored (``result.nothing_scored``)."""
     for s in result.unlabelled:
         result.failed.setdefault(s, f"no {SEGMENT_FILE}: a labelled split needs ground truth")
     metrics = metric.evaluate()
@@ -120,10 +129,29 @@ def score_split(
     metrics["failed_scenes"] = sorted(result.failed)
     metrics["tta_views"] = [{"angle": v.angle, "scale": v.scale} for v in views]
     metrics["ensemble_size"] = ensemble_size
-    write_metrics_json(out_dir / "metrics.json", metrics)
-    save_confusion(out_dir / "confusion.npz", metric.confusion)
-    plot_per_class_iou(metrics, out_dir / "per_class_iou.png")
+    if not metrics.get("num_points"):
+        result.nothing_scored = True
+        return None
+    write_summary(out_dir, metrics, metric.confusion)
     return metrics
+
+
+def write_summary(out_dir: Path, metrics: dict[str, Any], confusion: np.ndarray) -> None:
+    """:data:`SUMMARY_FILES`, together: each is written to its temporary first, and they are
+    renamed into place only when all three are complete, so a failure (a full disk, a plot that
+    cannot be drawn) leaves the folder's earlier files, not a mixture of two evaluations."""
+    writers = {
+        "metrics.json": lambda path: write_metrics_json(path, metrics),
+        "confusion.npz": lambda path: save_confusion(path, confusion),
+        "per_class_iou.png": lambda path: plot_per_class_iou(metrics, path),
+    }
+    with contextlib.ExitStack() as stack:
+        for name in SUMMARY_FILES:
+            tmp = stack.enter_context(atomic_path(out_dir / name))
+            try:
+                writers[name](tmp)
+            except OSError as e:  # named as the file it was for, not its temporary
+                raise OSError(e.errno, e.strerror, str(out_dir / name)) from e
 
 
 def submit_split(
@@ -169,6 +197,7 @@ def evaluate_split(
     are scored.
     """
     out_dir = Path(out_dir)
+    check_writable_folder(out_dir)  # before the first scene, not after the last
     is_test = dataset.split == "test"
     if is_test and raw is not None:
         check_raw_release(raw, dataset.split)  # before predicting every scene, not after

@@ -137,6 +137,29 @@ def _temporary_owner(name: str) -> str | None:
     return stem.rsplit(".", 1)[0] if "." in stem else None
 
 
+def check_writable_folder(folder: str | os.PathLike) -> None:
+    """Raise an ``OSError`` naming ``folder`` unless files can be written into it: before hours of
+    work whose outputs go there, not when the first one is written (and the error names the
+    temporary file). A folder that does not exist yet is checked at its nearest existing parent,
+    and not created.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link: mkdir would fail on it
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        problem = "exists as a file, not a folder" if existing == folder else f"cannot be created: {existing} is a file"
+        raise NotADirectoryError(errno.ENOTDIR, problem, str(folder))
+    try:  # a real write: permissions, a read-only mount and root's rights are all as for the outputs
+        fd, probe = tempfile.mkstemp(prefix=".write_check.", suffix=".tmp", dir=existing)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(folder)) from e
+    os.close(fd)
+    os.unlink(probe)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
