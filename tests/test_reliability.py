@@ -975,3 +975,40 @@ def test_a_second_preprocessing_into_the_same_folder_is_refused(small_release, t
         assert _preprocess_main("--raw", small_release, "--out", out) == 2
     assert capsys.readouterr().err == f"error: {out}: another preprocessing (pid {os.getpid()}) is writing to this output folder\n"
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+def test_preprocessing_warns_of_scenes_without_labels_and_of_aggregations_of_another_scan(tmp_path, capsys):
+    """Rows of the grid scene have segment ids 100..103; ids 500.. are in no segs.json."""
+    from raw_helpers import UNKNOWN_LABEL, make_release, write_grid_scene
+
+    raw = make_release(tmp_path / "raw", train=["scene0000_00", "scene0001_00", "scene0003_00"], val=["scene0002_00"])
+    write_grid_scene(raw / "scans", "scene0000_00")
+    write_grid_scene(raw / "scans", "scene0002_00")
+    other_scan = [{"id": 0, "segments": [500, 501], "label": "chair"}, {"id": 1, "segments": [502], "label": "wall"}]
+    write_grid_scene(raw / "scans", "scene0001_00", groups=other_scan)  # 3 of 3 ids dangling: nothing labelled
+    mostly_other = [{"id": 0, "segments": [100], "label": "chair"}, {"id": 1, "segments": [600, 601], "label": "wall"}]
+    write_grid_scene(raw / "scans", "scene0002_00", groups=mostly_other)  # 2 of 3 dangling, row 0 labelled
+    write_grid_scene(raw / "scans", "scene0003_00", groups=[{"id": 0, "segments": [100, 101], "label": UNKNOWN_LABEL}])
+
+    out = tmp_path / "data"
+    assert _preprocess_main("--raw", raw, "--out", out) == 0  # warnings, not failures
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "scenes done: 4, skipped (already finished): 0, failed: 0"
+    assert "warning: 2 scene(s) have no labelled vertex (every vertex is unlabelled): scene0001_00, scene0003_00" in lines
+    for scene, dangling, aggregated in (("scene0001_00", 3, 3), ("scene0002_00", 2, 3)):
+        assert (f"warning: {scene}: {dangling} of the {aggregated} segment ids of its aggregation are not in its "
+                "segs.json (the two files from different scans?); their vertices are unlabelled") in lines
+    assert not any("scene0000_00" in line or "scene0003_00: " in line for line in lines)
+    # the oracle: the written labels
+    for split, scene, labelled in (("train", "scene0001_00", 0), ("train", "scene0003_00", 0), ("val", "scene0002_00", 4)):
+        assert int((np.load(out / split / scene / "segment200.npy") >= 0).sum()) == labelled
+
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["splits"]["train"]["scenes_without_labels"] == ["scene0001_00", "scene0003_00"]
+    assert stats["splits"]["train"]["scenes_with_dangling_segments"] == {"scene0001_00": [3, 3]}
+    assert stats["splits"]["val"]["scenes_without_labels"] == []
+    assert stats["splits"]["val"]["scenes_with_dangling_segments"] == {"scene0002_00": [2, 3]}
+
+    first = (out / "stats.json").read_text()
+    assert _preprocess_main("--raw", raw, "--out", out) == 0  # a rerun skips them all ...
+    assert (out / "stats.json").read_text() == first  # ... and keeps what the first run found

@@ -2,10 +2,11 @@
 
     python tools/preprocess_scannet200.py --raw RAW --out DATA [--workers N] [--align] [--overwrite]
 
-Prints a summary (scenes done / skipped / failed, ignored vertices of unknown raw categories and
-one line per failure); the exit status is 1 when any scene failed, 2 when RAW is not a release,
-DATA cannot be written (the summary is printed first when the scenes were done) or another run
-writes DATA.
+Prints a summary (scenes done / skipped / failed, ignored vertices of unknown raw categories, one
+line per failure, and warnings that do not fail the run: scenes with no labelled vertex, scenes
+whose aggregation mostly names segment ids their segs.json lacks; stats.json lists them too); the
+exit status is 1 when any scene failed, 2 when RAW is not a release, DATA cannot be written (the
+summary is printed first when the scenes were done) or another run writes DATA.
 """
 
 from __future__ import annotations

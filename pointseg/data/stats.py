@@ -175,6 +175,8 @@ def compute_stats(root: str | Path, lists: dict[str, Sequence[str]], labelled_sp
     ``class_point_counts[k]`` counts the points of class index k, ``class_scene_counts[k]`` the
     scenes with at least one; ``imbalance_factor`` is max/min point count over the classes present
     (null when none is). Unlabelled (test) scenes give only scene and point counts.
+    ``scenes_without_labels`` names the labelled scenes in which no vertex has a class: they
+    count, but teach nothing (an annotation that does not match its mesh?).
     """
     table = meta.class_table()
     stats: dict = {"class_names": list(table.name), "scannet_ids": table.scannet_id.tolist(), "splits": {}}
@@ -185,6 +187,7 @@ def compute_stats(root: str | Path, lists: dict[str, Sequence[str]], labelled_sp
         points = np.zeros(NUM_CLASSES, dtype=np.int64)
         with_class = np.zeros(NUM_CLASSES, dtype=np.int64)
         ignored = 0
+        without_labels = []
         for folder in folders:
             if not labelled:
                 entry["num_points"] += num_points(folder)
@@ -196,6 +199,8 @@ def compute_stats(root: str | Path, lists: dict[str, Sequence[str]], labelled_sp
             with_class += counts > 0
             ignored += int((~valid).sum())
             entry["num_points"] += len(seg)
+            if not valid.any():
+                without_labels.append(folder.name)
         if labelled:
             present = points[points > 0]
             entry.update(
@@ -204,13 +209,39 @@ def compute_stats(root: str | Path, lists: dict[str, Sequence[str]], labelled_sp
                 class_scene_counts=with_class.tolist(),
                 num_classes_present=int(len(present)),
                 imbalance_factor=float(present.max() / present.min()) if len(present) else None,
+                scenes_without_labels=without_labels,
             )
         stats["splits"][split] = entry
     return stats
 
 
-def write_stats(root: str | Path, lists: dict[str, Sequence[str]], labelled_splits: Sequence[str]) -> Path:
-    """Write ``DATA/stats.json`` (:func:`compute_stats`) atomically; returns its path."""
+def write_stats(
+    root: str | Path,
+    lists: dict[str, Sequence[str]],
+    labelled_splits: Sequence[str],
+    dangling: dict[str, list[int]] | None = None,
+) -> Path:
+    """Write ``DATA/stats.json`` (:func:`compute_stats`) atomically; returns its path.
+
+    ``dangling`` (scene → [dangling, aggregated] segment ids, found while reading the raw files)
+    goes into each labelled split's ``scenes_with_dangling_segments``.
+    """
+    stats = compute_stats(root, lists, labelled_splits)
+    for split in labelled_splits:
+        if split in stats["splits"]:
+            stats["splits"][split]["scenes_with_dangling_segments"] = {
+                s: list(dangling[s]) for s in lists[split] if dangling and s in dangling
+            }
     path = Path(root) / STATS_FILE
-    atomic_write_text(path, json.dumps(compute_stats(root, lists, labelled_splits), indent=1) + "\n")
+    atomic_write_text(path, json.dumps(stats, indent=1) + "\n")
     return path
+
+
+def read_dangling(path: str | Path) -> dict[str, list[int]]:
+    """The ``scenes_with_dangling_segments`` of every split of a ``stats.json`` (a rerun keeps
+    those of the scenes it skips); empty when the file is absent or unreadable."""
+    try:
+        splits = json.loads(Path(path).read_text(encoding="utf-8"))["splits"]
+        return {s: list(v) for entry in splits.values() for s, v in entry.get("scenes_with_dangling_segments", {}).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}

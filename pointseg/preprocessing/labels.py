@@ -61,3 +61,13 @@ def unknown_categories(seg_groups: Sequence[dict]) -> list[str]:
     """Group labels of a scene that are not a ``raw_category`` of the tsv (sorted, distinct)."""
     table = meta.raw_category_table()
     return sorted({str(g["label"]) for g in seg_groups} - table.keys())
+
+
+def dangling_segments(seg_indices: np.ndarray, seg_groups: Sequence[dict]) -> tuple[int, int]:
+    """``(dangling, aggregated)``: how many distinct segment ids the groups of the aggregation
+    list, and how many of them no vertex of ``segs.json`` has. The official script ignores them
+    silently; most dangling means the two files come from different scans."""
+    listed = [np.asarray(g["segments"], dtype=np.int64).ravel() for g in seg_groups]
+    aggregated = np.unique(np.concatenate(listed)) if listed else np.zeros(0, dtype=np.int64)
+    dangling = np.setdiff1d(aggregated, np.asarray(seg_indices, dtype=np.int64), assume_unique=False)
+    return int(len(dangling)), int(len(aggregated))

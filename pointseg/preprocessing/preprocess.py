@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from pointseg import meta
 from pointseg.data.scene import is_finished, scene_dir, write_scene_dir
-from pointseg.data.stats import write_stats
-from pointseg.preprocessing.labels import scannet200_labels, unknown_categories
+from pointseg.data.stats import STATS_FILE, read_dangling, write_stats
+from pointseg.preprocessing.labels import dangling_segments, scannet200_labels, unknown_categories
 from pointseg.preprocessing.normals import normalize, vertex_normals
 from pointseg.preprocessing.raw import (
     RAW_SCAN_FOLDER,
@@ -46,6 +46,9 @@ from pointseg.utils.lock import FolderLock
 log = logging.getLogger(__name__)
 
 LABELLED_SPLITS = ("train", "val")
+# A scene whose aggregation lists more than this share of segment ids that its segs.json lacks
+# is reported: the two files almost surely come from different scans.
+DANGLING_SHARE = 0.5
 
 
 @dataclass
@@ -62,6 +65,10 @@ class PreprocessSummary:
     stats_path: Path | None = None
     removed_temporaries: int = 0  # left by a killed run
     stats_error: str | None = None  # writing stats.json failed (one line)
+    # Warnings, not failures: written scenes of which no vertex got a class, and scenes whose
+    # aggregation mostly lists segment ids not in segs.json (scene → [dangling, aggregated]).
+    without_labels: list[str] = field(default_factory=list)
+    dangling: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -78,6 +85,16 @@ class PreprocessSummary:
             lines.append("unknown raw categories: " + ", ".join(repr(c) for c in self.unknown_categories))
         for split in self.missing_splits:
             lines.append(f"split {split!r} skipped: raw folder {RAW_SCAN_FOLDER[split]}/ is absent")
+        if self.without_labels:
+            lines.append(
+                f"warning: {len(self.without_labels)} scene(s) have no labelled vertex (every vertex is unlabelled): "
+                + ", ".join(self.without_labels)
+            )
+        for scene, (dangling, aggregated) in self.dangling.items():
+            lines.append(
+                f"warning: {scene}: {dangling} of the {aggregated} segment ids of its aggregation are not in its "
+                "segs.json (the two files from different scans?); their vertices are unlabelled"
+            )
         if self.stats_path is not None:
             lines.append(f"statistics: {self.stats_path}")
         lines.extend(f"FAILED {err}" for err in self.failed.values())
@@ -129,6 +146,8 @@ class SceneResult:
     error: str | None = None
     unknown_vertices: int = 0
     unknown_categories: tuple[str, ...] = ()
+    labelled_vertices: int | None = None  # None for test scenes
+    dangling: tuple[int, int] = (0, 0)  # segment ids of the aggregation: not in segs.json, all
 
 
 def process_scene(task: SceneTask) -> SceneResult:
@@ -138,7 +157,10 @@ def process_scene(task: SceneTask) -> SceneResult:
         arrays, unknown = convert_scene(raw, align=task.align)
         names = tuple(unknown_categories(raw.seg_groups)) if task.labelled else ()
         write_scene_dir(task.dst, arrays)
-        return SceneResult(task.scene, None, unknown, names)
+        if not task.labelled:
+            return SceneResult(task.scene, None, unknown, names)
+        labelled = int((arrays["segment200.npy"] >= 0).sum())
+        return SceneResult(task.scene, None, unknown, names, labelled, dangling_segments(raw.seg_indices, raw.seg_groups))
     except RawSceneError as e:
         return SceneResult(task.scene, str(e))
     except Exception as e:  # noqa: BLE001 - one broken scan must not stop the other 1500
@@ -206,12 +228,19 @@ def _preprocess(
             summary.done.append(task.scene)
             summary.unknown_category_vertices += res.unknown_vertices
             unknown_names.update(res.unknown_categories)
+            if res.labelled_vertices == 0:
+                summary.without_labels.append(task.scene)
+            dangling, aggregated = res.dangling
+            if dangling > DANGLING_SHARE * aggregated:
+                summary.dangling[task.scene] = [dangling, aggregated]
         else:
             summary.failed[task.scene] = res.error
     summary.unknown_categories = sorted(unknown_names)
 
+    # Scenes skipped now keep what the run that wrote them found (only the raw files tell).
+    dangling = {s: v for s, v in read_dangling(out / STATS_FILE).items() if s in summary.skipped}
     try:
-        summary.stats_path = write_stats(out, lists, LABELLED_SPLITS)
+        summary.stats_path = write_stats(out, lists, LABELLED_SPLITS, {**dangling, **summary.dangling})
     except (OSError, ValueError) as e:  # the scenes' summary is still worth reporting
         summary.stats_error = one_line(e)
     return summary
