@@ -9,9 +9,9 @@ Reproducibility rests on three facts:
 
 A fault costs at most the iterations since the last save: at an iteration that saves and
 validates, ``last.pth`` is written before validating (a validation that fails is reported, logged
-and does not end the run unless ``train.stop_on_val_error``); a requested stop (SIGINT, SIGTERM)
-ends after the current step with ``last.pth`` written, its validation left for the resumed run;
-and one process at a time writes a run folder (``pointseg.utils.lock``).
+and does not end the run unless ``train.stop_on_val_error``); a requested stop (SIGINT, SIGTERM,
+SIGUSR1) ends after the current step with ``last.pth`` written, its validation left for the
+resumed run, and the loader processes then stopped; and one process at a time writes a run folder (``pointseg.utils.lock``).
 """
 
 from __future__ import annotations
@@ -367,7 +367,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def request_stop(self, reason: str = "stop requested") -> None:
-        """Stop after the current iteration and save ``last.pth`` (on SIGINT or SIGTERM).
+        """Stop after the current iteration and save ``last.pth`` (on SIGINT, SIGTERM or SIGUSR1).
 
         Only sets a flag, so it is safe to call from a signal handler.
         """
