@@ -11,7 +11,8 @@ A fault costs at most the iterations since the last save: at an iteration that s
 validates, ``last.pth`` is written before validating (a validation that fails is reported, logged
 and does not end the run unless ``train.stop_on_val_error``); a requested stop (SIGINT, SIGTERM,
 SIGUSR1) ends after the current step with ``last.pth`` written, its validation left for the
-resumed run, and the loader processes then stopped; and one process at a time writes a run folder (``pointseg.utils.lock``).
+resumed run, and the loader processes then stopped; and one process at a time writes a run
+folder (``pointseg.utils.lock``).
 """
 
 from __future__ import annotations
