@@ -2,8 +2,11 @@
 or ``kill -TERM -- -PGID`` send it: the loader process too) at random iterations, five times,
 and resumed with ``--resume`` each time, ends with exactly the weights of an uninterrupted run.
 
-The synthetic config (``configs/synthetic/ceco.yaml``: MinkUNet14S, batch 2, one loader process,
-400 iterations, validation and saves every 100) on a small generated set, on the CPU. Every
+The synthetic config (``configs/synthetic/ceco.yaml``: MinkUNet14S, batch 2, 400 iterations,
+validation and saves every 100) on a small generated set, on the CPU, with one loader process
+(the process a scheduler's signal used to kill) and one compute thread in both runs (a thread
+count chosen while running would change the rounding of sums between the two runs, which is no
+matter of preemption). Every
 tensor of the final ``last.pth`` (model, optimizer state) must be equal (``torch.equal``); the
 table also gives the wall time of both runs and the iterations each stop cost (those after the
 last save that the stopped run had done: none, the stop saves). Prints a markdown table and
@@ -150,7 +153,8 @@ def main() -> dict:
 
         def command(run: Path) -> list[str]:
             return [sys.executable, str(TRAIN), "--config", str(CONFIG), "--out", str(run), "--device", "cpu",
-                    f"data.root={work / 'data'}", "train.log_every=1", "train.progress_bar=false"]
+                    f"data.root={work / 'data'}", "data.num_workers=1", "train.threads=1", "train.log_every=1",
+                    "train.progress_bar=false"]
 
         start = time.perf_counter()
         run_training(command(work / "reference"), env)

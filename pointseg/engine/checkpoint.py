@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import random
 import re
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, BinaryIO, Iterable
 
 import numpy as np
