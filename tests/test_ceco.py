@@ -362,3 +362,26 @@ def test_global_centers_two_processes_match_one_process(tmp_path):
         assert torch.allclose(g_dist, g_one, atol=1e-6)
     # Per-process centers (the default) are a different objective: the test can tell them apart.
     assert not torch.allclose(results[False]["loss"], loss, atol=1e-4)
+
+
+def test_released_head_pools_before_standardizing_with_the_same_loss_gradient_and_statistics():
+    # The fast path (pool the raw features, standardize the centers) against the literal order
+    # (standardize every point, then pool): same loss, same feature gradient, same running stats.
+    k, d, n = 9, 16, 700
+    gen = torch.Generator().manual_seed(3)
+    feat = torch.relu(torch.randn(n, d, generator=gen, dtype=torch.float64))
+    segment = torch.randint(-1, k, (n,), generator=gen)
+    fast = CenterCollapseLoss(d, k, dropout=0.0).double().train()
+    slow = CenterCollapseLoss(d, k, dropout=0.0).double().train()
+    slow.load_state_dict(fast.state_dict())
+    x_fast, x_slow = feat.clone().requires_grad_(), feat.clone().requires_grad_()
+    loss_fast = fast(x_fast, segment)
+    centers, labels, _ = center_pool(slow.reduce(x_slow), segment, k)  # nn.BatchNorm1d on every point
+    loss_slow = F.cross_entropy(slow.center_logits(centers), labels)
+    loss_fast.backward()
+    loss_slow.backward()
+    assert torch.allclose(loss_fast, loss_slow, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(x_fast.grad, x_slow.grad, rtol=1e-9, atol=1e-14)
+    assert torch.allclose(fast.reduce.norm.running_mean, slow.reduce.norm.running_mean, atol=1e-12)
+    assert torch.allclose(fast.reduce.norm.running_var, slow.reduce.norm.running_var, atol=1e-12)
+    assert int(fast.reduce.norm.num_batches_tracked) == int(slow.reduce.norm.num_batches_tracked) == 1

@@ -231,8 +231,53 @@ class CenterReduce(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(F.linear(x, self.weight.to(x.dtype)))
 
+    def pooled(
+        self, x: torch.Tensor, segment: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``center_pool(self(x), ...)`` in training mode, without standardizing every point.
+
+        Reduce and BatchNorm are affine per point, so the center of class k is
+        ``W (x̄_k − x̄) / sqrt(v + eps)`` with x̄ the mean of all N points and
+        ``v_j = w_jᵀ C w_j`` their biased variance along row j of W (C: covariance of x). That
+        needs the (D, D) covariance and the (K, D) class means instead of the (N, 128) map, its
+        BatchNorm and their backward: the branch then costs a few passes over the (N, D) features
+        (``bench/bench_ceco.py``). The running statistics are updated as BatchNorm would.
+        """
+        norm = self.norm
+        n = x.shape[0]
+        w = self.weight.to(x.dtype)
+        mean = x.mean(0)
+        xc = x - mean
+        cov = _Gram.apply(xc) / n
+        var = ((w @ cov) * w).sum(1)
+        class_means, labels, counts = center_pool(x, segment, num_classes, ignore_index)
+        centers = (class_means - mean) @ w.T / torch.sqrt(var + norm.eps)
+        if norm.track_running_stats and norm.running_mean is not None:
+            with torch.no_grad():
+                norm.num_batches_tracked.add_(1)
+                m = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+                unbiased = var * (n / max(n - 1, 1))
+                norm.running_mean.mul_(1 - m).add_(mean @ w.T, alpha=m)
+                norm.running_var.mul_(1 - m).add_(unbiased, alpha=m)
+        return centers, labels, counts
+
     def extra_repr(self) -> str:
         return f"in_dim={self.in_dim}, out_dim={self.out_dim}, frozen"
+
+
+class _Gram(torch.autograd.Function):
+    """``xᵀx`` whose backward is one GEMM, ``x (G + Gᵀ)``: autograd's ``mm(x.T, x)`` would treat
+    the two operands as different tensors and pay for two."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.T @ x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return x @ (grad + grad.T)
 
 
 class CenterProjection(nn.Module):
@@ -372,9 +417,12 @@ class CenterCollapseLoss(nn.Module):
         with torch.autocast(device_type=feat.device.type, enabled=False):
             if feat.dtype not in (torch.float32, torch.float64):
                 feat = feat.float()
-            centers, labels, _ = center_pool(
-                self.point_embedding(feat), segment, self.num_classes, self.ignore_index, self.global_centers
-            )
+            if self.reduce is not None and self.reduce.norm.training and not self.global_centers:
+                centers, labels, _ = self.reduce.pooled(feat, segment, self.num_classes, self.ignore_index)
+            else:  # per-process BatchNorm statistics with global centers: standardize, then pool
+                centers, labels, _ = center_pool(
+                    self.point_embedding(feat), segment, self.num_classes, self.ignore_index, self.global_centers
+                )
             if labels.numel() == 0:
                 return feat.sum() * 0.0
             return F.cross_entropy(self.center_logits(centers), labels)
