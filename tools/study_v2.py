@@ -91,7 +91,7 @@ def main() -> None:
                     steps.append(tool(
                         "train", "--config", ARMS[arm][0], "--out", run_dir, "--resume", f"data.root={data}",
                         f"data.batch_size={DESIGN['batch_size']}", f"seed={seed}", f"train.iterations={iterations}",
-                        f"train.val_every={DESIGN['pilot_val_every']}", f"train.save_every={DESIGN['pilot_val_every']}",
+                        f"train.val_every={DESIGN['val_every']}", f"train.save_every={DESIGN['val_every']}",
                         "train.snapshot_every=1000", "train.progress_bar=false"))
                 if not (run_dir / "eval_val" / "metrics.json").exists():
                     steps.append(tool("test", "--checkpoint", last, "--split", "val", "--out", run_dir / "eval_val",

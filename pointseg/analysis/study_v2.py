@@ -47,7 +47,7 @@ DESIGN: dict[str, Any] = {
     "data_seed": 0,
     "batch_size": 4,
     "pilot_iterations": 3000,  # the schedule the pilot tests
-    "pilot_val_every": 250,
+    "val_every": 500,  # voxel-level validations along every run: the learning curves
     "pilot_seeds": (0, 1, 2),
     "pilot_arms": ("ce", "ceco"),
     "convergence_gain": 2.0,  # CE's val tail mIoU may gain less than this over the last third
