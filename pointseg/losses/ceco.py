@@ -104,7 +104,7 @@ class CecoConfig:
 
     enabled: bool = param(False, "[ours] off: the plain baseline; on: add λ·L_CR of the center branch to the point loss (training only)")
     head: str = param(DEFAULT_HEAD, "[released] released | paper_eq4 (Eq. 3-4 as printed); docs/ceco.md", one_of(*CENTER_HEADS))
-    weight: float = param(0.4, "[paper] λ: 0.4 on ScanNet200 (the ADE20K release uses 0.8)", non_negative)
+    weight: float = param(0.4, "[paper] λ: 0.4 on ScanNet200 (ADE20K: 0.5 in the paper; the released configs use 0.8 for Swin-T, 0.2 for Swin-B)", non_negative)
     reduce_dim: Optional[int] = param(None, "[released] 128: frozen 1x1 reduce + BatchNorm (batch statistics) before pooling; 0: pool the features as they are", non_negative)
     projection: Optional[str] = param(None, "[released] frozen Linear+ReLU to proj_dim | learned | none (needs the pooled dim >= K-1)", one_of(*PROJECTIONS))
     proj_dim: Optional[int] = param(None, "[released] 512", positive)
