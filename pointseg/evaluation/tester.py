@@ -108,10 +108,12 @@ def predict_split(
 
 
 def score_split(
-    metric: SemSegMetric, result: SplitResult, out_dir: Path, split: str, views: Sequence[TTAView], ensemble_size: int
+    metric: SemSegMetric, result: SplitResult, out_dir: Path, split: str, views: Sequence[TTAView], ensemble_size: int,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The benchmark summary of the accumulated confusion: ``metrics.json``, ``confusion.npz``,
-    ``per_class_iou.png`` in ``out_dir``."""
+    ``per_class_iou.png`` in ``out_dir``; ``extra`` entries (e.g. the post-hoc corrections used)
+    are recorded in ``metrics.json`` too."""
     for s in result.unlabelled:
         result.failed.setdefault(s, f"no {SEGMENT_FILE}: a labelled split needs ground truth")
     metrics = metric.evaluate()
@@ -120,6 +122,7 @@ def score_split(
     metrics["failed_scenes"] = sorted(result.failed)
     metrics["tta_views"] = [{"angle": v.angle, "scale": v.scale} for v in views]
     metrics["ensemble_size"] = ensemble_size
+    metrics.update(extra or {})
     write_metrics_json(out_dir / "metrics.json", metrics)
     save_confusion(out_dir / "confusion.npz", metric.confusion)
     plot_per_class_iou(metrics, out_dir / "per_class_iou.png")
@@ -160,13 +163,14 @@ def evaluate_split(
     world_size: int = 1,
     progress: bool = True,
     label_map: np.ndarray | None = None,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> SplitResult:
     """Predict, then score (labelled splits) or submit (the test split): the three steps above.
 
     Labelled splits get ``metrics.json``, ``confusion.npz`` and ``per_class_iou.png``; the test
     split gets ``submission.zip``, validated. Processes share the scenes; rank 0 sums and writes.
     With ``label_map`` the models predict ``num_classes`` classes mapped into ScanNet200's, which
-    are scored.
+    are scored. ``extra_metrics`` are recorded in ``metrics.json``.
     """
     out_dir = Path(out_dir)
     is_test = dataset.split == "test"
@@ -196,7 +200,7 @@ def evaluate_split(
     if rank != 0:
         return result
     if not is_test:
-        result.metrics = score_split(metric, result, out_dir, dataset.split, views, len(models))
+        result.metrics = score_split(metric, result, out_dir, dataset.split, views, len(models), extra_metrics)
     else:
         result.submission, result.submission_problems = submit_split(result, txt_dir, out_dir, dataset, raw)
         if not save_predictions:

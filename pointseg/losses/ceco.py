@@ -42,6 +42,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from pointseg.data import stats
 from pointseg.meta import IGNORE_INDEX
 from pointseg.utils.comm import is_distributed
 from pointseg.utils.schema import (
@@ -321,7 +322,8 @@ def log_class_prior(counts: Sequence[float] | torch.Tensor, num_classes: int) ->
         )
     if float(prior.sum()) <= 0:
         raise ValueError("ceco.prior: the class counts are all zero")
-    return torch.log(prior / prior.sum() + PRIOR_EPS).float()
+    # The one normalization of the codebase (absent classes kept at p = 0, as released).
+    return torch.log(torch.as_tensor(stats.class_prior(prior.numpy(), absent="zero")) + PRIOR_EPS).float()
 
 
 class CenterCollapseLoss(nn.Module):
@@ -474,17 +476,9 @@ def class_prior(
         return None
     if data_root is None:
         raise ValueError(f"ceco.prior={prior} needs data.root (the training scenes' class counts) or a list of counts")
-    from pointseg.data.stats import load_class_counts
-
-    try:
-        counts = load_class_counts(data_root, "train", num_classes)
-    except FileNotFoundError as e:
-        raise ValueError(
-            f"ceco.prior={prior} needs the class counts of the training scenes: {data_root} has no "
-            f"stats.json and {e} (preprocess the data first, or set ceco.prior to none or a list of counts)"
-        ) from e
+    counts = stats.train_class_counts(data_root, num_classes, f"ceco.prior={prior} (or none, or a list of counts)")
     log.info("CeCo log prior from training %s counts (%s)", prior, counts.source)
-    return (counts.scenes if prior == "scenes" else counts.points).tolist()
+    return stats.per_class_counts(counts, prior).tolist()
 
 
 __all__ = [
