@@ -117,3 +117,17 @@ def test_thread_tuner_keeps_the_fastest_count_per_point_and_measures_again():
         assert seen[-1] == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_run_says_which_backend_and_threads_auto_chose(tmp_path, data_root):
+    cfg = tiny_config(data_root, iterations=1, threads="auto")
+    cfg.model.backend = "auto"
+    threads = torch.get_num_threads()
+    try:
+        trainer = Trainer(cfg, tmp_path / "run", device="cpu")
+        trainer.train()
+    finally:
+        torch.set_num_threads(threads)
+    head = (tmp_path / "run" / "config.yaml").read_text().splitlines()[:2]
+    assert head == ["# model.backend: auto -> torch on cpu",
+                    f"# train.threads: auto -> chosen online among {trainer.thread_tuner.candidates}"]

@@ -378,6 +378,19 @@ class Trainer:
         else:  # only the main process's RNG is saved; others reseed deterministically
             seed_everything(_seed_for(self.seed, self.dist.rank, self.iteration))
 
+    def run_facts(self) -> list[str]:
+        """What the settings left to this machine became: the backend ``model.backend: auto`` runs
+        on this device and the threads (config.yaml's header, the console)."""
+        from pointseg.sparse import resolve_backend_name
+
+        backend = self.cfg.model.backend
+        ran = resolve_backend_name(backend, self.device.type)
+        threads = (f"chosen online among {self.thread_tuner.candidates}" if self.thread_tuner
+                   else str(torch.get_num_threads()))
+        return [f"model.backend: {backend} -> {ran} on {self.device.type}" if backend == "auto"
+                else f"model.backend: {ran} on {self.device.type}",
+                f"train.threads: {self.opts.threads} -> {threads}"]
+
     # ------------------------------------------------------------------ loop
     def request_stop(self, reason: str = "stop requested") -> None:
         """Stop after the current iteration and save ``last.pth`` (on SIGINT or SIGTERM).
@@ -532,7 +545,7 @@ class Trainer:
             if self.is_main:
                 self._lock.acquire()  # held since construction unless close() was called
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-                save_config(self.cfg, self.run_dir / CONFIG_FILE)
+                save_config(self.cfg, self.run_dir / CONFIG_FILE, self.run_facts())
             logger = RunLogger(
                 self.run_dir,
                 self.total,
@@ -542,6 +555,7 @@ class Trainer:
                 progress_bar=bool(self.opts.progress_bar),
                 revalidate=self._val_pending,
             )
+            logger.console("; ".join(self.run_facts()))
             try:
                 summary = self._loop(logger, stop_at)
             except BaseException:
