@@ -261,8 +261,8 @@ def write_labelled_scan(
             with open(tmp, "wb") as f:
                 np.save(f, table, allow_pickle=False)
         else:
-            # %.9g keeps every float32, %.15g every decimal a text or LAS file holds, exactly.
-            digits = 9 if coord_dtype == np.float32 else 15
+            # The fewest digits that give every float32 (9) or float64 (17) back exactly.
+            digits = 9 if coord_dtype == np.float32 else 17
             fmt_row = " ".join([f"%.{digits}g"] * 3 + ["%d"] * 4)
             with open(tmp, "w", encoding="utf-8") as f:
                 np.savetxt(f, table, fmt=fmt_row, header="x y z red green blue label")
