@@ -8,6 +8,7 @@ so both are converted before prediction (outputs keep the file's own frame).
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import numpy as np
@@ -58,7 +59,8 @@ def units_hint(coord_m: np.ndarray, units: str) -> str | None:
               if u != units and TYPICAL_EXTENT[0] <= raw / per <= TYPICAL_EXTENT[1]]
     if not better:
         return f"the scan is {extent:.3g} m across in --units {units}, unusual for a room or building"
-    alt = better[0]
+    centre = math.sqrt(TYPICAL_EXTENT[0] * TYPICAL_EXTENT[1])  # the most typical: closest to it, in ratio
+    alt = min(better, key=lambda u: abs(math.log(raw / UNITS_PER_METRE[u] / centre)))
     return (f"the scan is {extent:.3g} m across in --units {units}; in --units {alt} it would be "
             f"{raw / UNITS_PER_METRE[alt]:.3g} m: check --units")
 
