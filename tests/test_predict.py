@@ -41,17 +41,22 @@ def room_metres(n: int = 2400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return coord, color
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+def make_checkpoint(path: Path, features: tuple[str, ...] = ("color",)) -> Path:
+    """An untrained tiny MinkUNet saved as training saves it (with its center branch)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(BACKBONES, TINY, MinkUNetTiny)
         cfg = tiny_config(Path("unused"))
         cfg.ceco.prior = "none"  # no training scenes to count
+        cfg.data.features, cfg.model.in_channels = list(features), 3 * len(features)
         torch.manual_seed(0)
-        model = build_segmentor(cfg, train=True)  # with its center branch, as training saves it
+        model = build_segmentor(cfg, train=True)
     save_checkpoint({"format": 2, "model": model.state_dict(), "config": to_plain_dict(cfg), "iteration": 6}, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
@@ -253,3 +258,33 @@ def test_outputs_never_replace_inputs_or_each_other(tmp_path, ckpt, tiny_backbon
     assert rc == 2 and _only_error(err) == (
         f"error: {tmp_path / 'b.ply'}: its output {tmp_path / 'b.labels.ply'} is an input scan; choose another --out")
     assert (tmp_path / "b.labels.ply").read_bytes() == before and not (tmp_path / "a.labels.ply").exists()
+
+
+def test_normals_of_a_mesh_feed_a_model_that_reads_them(tmp_path, tiny_backbone, capsys) -> None:
+    from pointseg.preprocessing.normals import vertex_normals
+
+    normal_ckpt = make_checkpoint(tmp_path / "normals.pth", ("color", "normal"))
+    coord, color = room_metres(600, seed=8)
+    faces = np.random.default_rng(0).integers(0, 600, (900, 3))
+    write_ply(tmp_path / "mesh.ply", coord, color, faces=faces)
+    # the same points with the normals written out (y-up, as the exporter would turn them)
+    normal = vertex_normals(coord, faces)
+    v = PlyData.read(str(tmp_path / "mesh.ply"))["vertex"].data
+    fields = v.dtype.descr + [("nx", "f4"), ("ny", "f4"), ("nz", "f4")]
+    w = np.empty(len(v), dtype=fields)
+    for name in v.dtype.names:
+        w[name] = v[name]
+    w["x"], w["y"], w["z"] = coord[:, 0], coord[:, 2], -coord[:, 1]
+    w["nx"], w["ny"], w["nz"] = normal[:, 0], normal[:, 2], -normal[:, 1]
+    from plyfile import PlyElement
+
+    PlyData([PlyElement.describe(w, "vertex")]).write(str(tmp_path / "cloud_y_up.ply"))
+    rc, _, err = run(capsys, tmp_path / "mesh.ply", "--checkpoint", normal_ckpt, "--out", tmp_path / "a", "--no-progress")
+    assert rc == 0, err
+    rc, _, err = run(capsys, tmp_path / "cloud_y_up.ply", "--checkpoint", normal_ckpt, "--out", tmp_path / "b", "--up", "y",
+                     "--no-progress")
+    assert rc == 0, err
+    np.testing.assert_array_equal(labels_of(tmp_path / "a" / "mesh.labels.ply"), labels_of(tmp_path / "b" / "cloud_y_up.labels.ply"))
+    write_ply(tmp_path / "bare.ply", coord, color)
+    rc, _, err = run(capsys, tmp_path / "bare.ply", "--checkpoint", normal_ckpt, "--out", tmp_path / "c", "--no-progress")
+    assert rc == 1 and err.splitlines()[0].startswith(f"error: {tmp_path / 'bare.ply'}: the model reads normals")

@@ -183,8 +183,9 @@ def _normals(scan: Scan, keep: np.ndarray, coord: np.ndarray, up: str) -> np.nda
     normals; a point cloud without normals cannot feed a model that reads them."""
     if scan.normal is not None:
         return normalize(up_to_z(np.asarray(scan.normal, dtype=np.float64)[keep], up))
-    if scan.faces is not None and keep.all():
-        return vertex_normals(coord, scan.faces)
+    if scan.faces is not None:
+        kept_faces = scan.faces[keep[scan.faces].all(axis=1)]  # a dropped corner spoils its faces
+        return vertex_normals(coord, (np.cumsum(keep) - 1)[kept_faces])
     raise ValueError(
         f"{scan.path}: the model reads normals (data.features has 'normal') but the scan has none "
         "(no nx ny nz, and no triangle faces to compute them from)"
