@@ -15,6 +15,8 @@ inside that context, counting only the faces that cut the scan: weight 0 for ``d
 overlap``, so every voxel has a full vote; and a model whose output at a voxel depends only on
 voxels within ``h`` of it (Chebyshev distance) predicts the chunked scan exactly as the whole.
 Deep networks see further, so their chunked predictions differ slightly near chunk borders.
+TTA views turn each chunk about its own centre and voxelize it afresh, as ``pointseg-test``
+turns a whole scene.
 
 Votes are summed only for voxels in several contexts, and each sum is released as soon as the
 last of its chunks has voted (chunks are visited depth first, so neighbours come close together):
