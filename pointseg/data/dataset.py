@@ -161,6 +161,19 @@ def in_channels(features: Sequence[str]) -> int:
     return sum(FEATURES[f] for f in features)
 
 
+def pipeline(data_cfg: Mapping[str, Any] | Any, mode: str, fragments: bool = False) -> Compose:
+    """The transforms of ``mode`` that a ``data`` section describes (the ``root`` is not read):
+    the dataset's, and ``pointseg-predict``'s for scans outside any dataset folder."""
+    cfg = typed(DataConfig, data_cfg, "data")
+    validate_section(DataConfig, cfg, "data")
+    voxel_size, features = float(cfg.voxel_size), list(cfg.features)
+    if mode == "train":
+        items = cfg.train_transforms if cfg.train_transforms is not None else default_train_transforms(voxel_size, features)
+    else:
+        items = cfg.test_transforms if cfg.test_transforms is not None else default_test_transforms(voxel_size, features)
+    return build_transforms(_fill_pipeline(list(to_container(items)), mode, voxel_size, features, fragments))
+
+
 def build_dataset(
     data_cfg: Mapping[str, Any] | Any, split: str, mode: str, fragments: bool = False
 ) -> ScanNet200Dataset:
@@ -177,17 +190,10 @@ def build_dataset(
     cfg = typed(DataConfig, data_cfg, "data")
     if OmegaConf.is_missing(cfg, "root") or cfg.root is None:
         raise ValueError("data.root: the preprocessed data folder must be set")
-    validate_section(DataConfig, cfg, "data")
-    voxel_size, features = float(cfg.voxel_size), list(cfg.features)
-    if mode == "train":
-        items = cfg.train_transforms if cfg.train_transforms is not None else default_train_transforms(voxel_size, features)
-    else:
-        items = cfg.test_transforms if cfg.test_transforms is not None else default_test_transforms(voxel_size, features)
-    items = _fill_pipeline(list(to_container(items)), mode, voxel_size, features, fragments)
     return ScanNet200Dataset(
         cfg.root,
         split,
-        build_transforms(items),
+        pipeline(cfg, mode, fragments),
         mode,
         seed=0 if cfg.seed is None else int(cfg.seed),
         loop=int(cfg.loop) if mode == "train" else 1,
