@@ -6,7 +6,7 @@ TORCH_INDEX ?=
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 
-.PHONY: install install-dev minkowski test bench demo study study-scannet200-synthetic clean
+.PHONY: install install-dev minkowski test bench demo study study-v1 study-scannet200-synthetic clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,11 @@ bench: install-dev
 demo: install
 	$(PY) tools/demo.py --out outputs/demo
 
+# The second long-tail study (docs/study.md): resumable, skips runs whose summaries are committed.
 study: install
+	$(PY) tools/study_v2.py --out outputs/study2 --results docs/study/v2 --doc docs/study.md
+
+study-v1: install
 	$(PY) tools/study.py --out outputs/study --doc docs/study.md
 
 # The same arms on the full 200-class synthetic ScanNet, sized for a GPU.

@@ -246,6 +246,13 @@ def test_lowest_center_loss_of_each_head():
     assert etf_floor(k, 5.0) < floor_released < floor_eq4 < chance
     unconstrained = CenterCollapseLoss(k, k, reduce_dim=0, projection="none", dropout=0.0)
     assert lowest_center_loss(unconstrained, steps=300) == pytest.approx(etf_floor(k, 5.0), abs=0.02)
+    # Through a reduce the centers span at most the backbone's feature dimension: a 32-d pooled
+    # space fed by 8-d features cannot hold K = 20 classes on a simplex (19 dimensions); fed by
+    # 32-d features it can.
+    narrow = CenterCollapseLoss(8, k, reduce_dim=32, projection="none", dropout=0.0)
+    wide = CenterCollapseLoss(32, k, reduce_dim=32, projection="none", dropout=0.0)
+    assert lowest_center_loss(wide, steps=300) == pytest.approx(etf_floor(k, 5.0), abs=0.05)
+    assert lowest_center_loss(narrow, steps=300) > etf_floor(k, 5.0) + 0.3
 
 
 def test_ceco_undoes_minority_collapse_in_the_unconstrained_features_model():
@@ -362,3 +369,42 @@ def test_global_centers_two_processes_match_one_process(tmp_path):
         assert torch.allclose(g_dist, g_one, atol=1e-6)
     # Per-process centers (the default) are a different objective: the test can tell them apart.
     assert not torch.allclose(results[False]["loss"], loss, atol=1e-4)
+
+
+def test_released_head_pools_before_standardizing_with_the_same_loss_gradient_and_statistics():
+    # The fast path (pool the raw features, standardize the centers) against the literal order
+    # (standardize every point, then pool): same loss, same feature gradient, same running stats.
+    k, d, n = 9, 16, 700
+    gen = torch.Generator().manual_seed(3)
+    feat = torch.relu(torch.randn(n, d, generator=gen, dtype=torch.float64))
+    segment = torch.randint(-1, k, (n,), generator=gen)
+    fast = CenterCollapseLoss(d, k, dropout=0.0).double().train()
+    slow = CenterCollapseLoss(d, k, dropout=0.0).double().train()
+    slow.load_state_dict(fast.state_dict())
+    x_fast, x_slow = feat.clone().requires_grad_(), feat.clone().requires_grad_()
+    loss_fast = fast(x_fast, segment)
+    centers, labels, _ = center_pool(slow.reduce(x_slow), segment, k)  # nn.BatchNorm1d on every point
+    loss_slow = F.cross_entropy(slow.center_logits(centers), labels)
+    loss_fast.backward()
+    loss_slow.backward()
+    assert torch.allclose(loss_fast, loss_slow, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(x_fast.grad, x_slow.grad, rtol=1e-9, atol=1e-14)
+    assert torch.allclose(fast.reduce.norm.running_mean, slow.reduce.norm.running_mean, atol=1e-12)
+    assert torch.allclose(fast.reduce.norm.running_var, slow.reduce.norm.running_var, atol=1e-12)
+    assert int(fast.reduce.norm.num_batches_tracked) == int(slow.reduce.norm.num_batches_tracked) == 1
+
+
+def test_presence_weighted_chance_by_hand():
+    from pointseg.analysis.ceco_floor import chance_loss, presence_weighted_chance
+
+    counts = torch.tensor([4.0, 1.0, 1.0])  # scenes holding each class
+    branch = CenterCollapseLoss(8, 3, reduce_dim=0, projection="none", dropout=0.0, classifier="learned",
+                                class_prior=counts)
+    loss = (-torch.log_softmax(torch.log(counts / counts.sum()), 0)).tolist()  # ℓ_c of an uninformative center
+    scenes = [[0, 1], [0], [0], [0, 2]]
+    # All four scenes in every batch: classes 0, 1, 2 are always present.
+    assert presence_weighted_chance(branch, scenes, 4, samples=50) == pytest.approx(sum(loss) / 3)
+    # One scene per batch: {0, 1} or {0, 2} with probability 1/4 each, {0} with 1/2.
+    expect = 0.25 * (loss[0] + loss[1]) / 2 + 0.25 * (loss[0] + loss[2]) / 2 + 0.5 * loss[0]
+    assert presence_weighted_chance(branch, scenes, 1, samples=40000) == pytest.approx(expect, abs=0.01)
+    assert chance_loss(branch) == pytest.approx(sum(loss) / 3)  # the class-uniform chance

@@ -4,6 +4,7 @@ ScanNet200 rule gives after preprocessing, not on the generator's bookkeeping.""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 from pathlib import Path
@@ -244,3 +245,14 @@ def test_default_benchmark_imbalance_and_val_balance_from_the_labels(tmp_path: P
     assert max(sizes) <= 20000  # small scenes: minutes of CPU
     widths = instance_widths(data, "val")
     assert min(w for *_, w in widths) >= longtail.min_side_metres(CONFIG)
+
+
+def test_compact_preset_shrinks_only_the_room():
+    v1, compact = longtail.PRESETS["v1"], longtail.PRESETS["compact"]
+    changed = {f.name for f in dataclasses.fields(v1) if getattr(v1, f.name) != getattr(compact, f.name)}
+    assert changed == {"room_side", "wall_height", "walls"}
+    plans = longtail.plan_longtail(8, 0, 0, seed=0, config=compact)
+    assert plans == longtail.plan_longtail(8, 0, 0, seed=0, config=v1)  # same objects in every scene
+    small = [len(longtail.build_longtail_scene(p, 0, compact).vertices) for p in plans]
+    large = [len(longtail.build_longtail_scene(p, 0, v1).vertices) for p in plans]
+    assert sum(small) < 0.8 * sum(large)

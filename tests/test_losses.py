@@ -107,6 +107,15 @@ def test_lovasz_matches_brute_force_definition():
     assert got == pytest.approx(_lovasz_brute(F.softmax(logits[keep], 1), target[keep]), abs=1e-10)
 
 
+def _make(name: str, num_classes: int):
+    """Each registered loss with its defaults; a prior given by hand where the default reads the
+    training counts (tests/test_longtail_losses.py covers those)."""
+    needs = getattr(LOSSES[name], "needs_class_counts", None)
+    if needs is not None and needs({}):
+        return LOSSES[name](prior=[float(k + 1) for k in range(num_classes)])
+    return LOSSES[name]()
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_ignored_points_change_nothing(name):
     gen = torch.Generator().manual_seed(1)
@@ -115,7 +124,7 @@ def test_ignored_points_change_nothing(name):
     extra = torch.randn(10, 4, generator=gen, dtype=torch.float64) * 10
     all_logits = torch.cat([logits, extra]).requires_grad_(True)
     all_target = torch.cat([target, torch.full((10,), -1)])
-    loss = LOSSES[name]()
+    loss = _make(name, 4)
     a = loss(all_logits, all_target)
     assert a.item() == pytest.approx(loss(logits, target).item(), abs=1e-12)
     a.backward()
@@ -126,7 +135,7 @@ def test_ignored_points_change_nothing(name):
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_all_ignored_gives_zero_with_graph(name):
     logits = torch.randn(5, 3, requires_grad=True)
-    out = LOSSES[name]()(logits, torch.full((5,), -1))
+    out = _make(name, 3)(logits, torch.full((5,), -1))
     assert out.item() == 0.0 and out.requires_grad
     out.backward()
     assert torch.count_nonzero(logits.grad) == 0

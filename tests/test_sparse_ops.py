@@ -16,6 +16,7 @@ from pointseg.sparse import (
     dense_to_sparse_weight,
     get_backend,
     is_available,
+    resolve_backend_name,
     sparse_to_dense_weight,
 )
 
@@ -105,11 +106,25 @@ def test_kernel_map_built_once_per_stride(backend):
     assert len(x.cache) == n_entries  # the second layer found the first one's map
 
 
-def test_auto_backend_prefers_spconv():
-    expected = "spconv" if is_available("spconv") else "torch"
-    assert get_backend("auto").name == expected
+def test_auto_backend_chooses_by_device():
+    # CPU tensors: the torch backend (measured fastest there); CUDA tensors: spconv first.
+    assert get_backend("auto").name == "torch"
+    assert get_backend("auto", "cpu").name == "torch"
+    expected_cuda = next(b for b in ("spconv", "minkowski", "torch") if is_available(b))
+    assert resolve_backend_name("auto", "cuda") == expected_cuda
+    assert resolve_backend_name("torch", "cuda") == "torch"  # a named backend is kept on any device
     with pytest.raises(KeyError, match="unknown sparse backend 'cuda'"):
         get_backend("cuda")
+
+
+def test_auto_layer_runs_the_backend_of_its_input_device():
+    coords = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], dtype=torch.int32)
+    layer = SubMConv3d(2, 3, backend="auto")
+    assert layer.backend == "auto"  # stays device-neutral: chosen per call
+    explicit = SubMConv3d(2, 3, backend="torch")
+    explicit.weight.data.copy_(layer.weight.data)
+    x = torch.randn(3, 2)
+    assert torch.equal(layer(SparseTensor(x, coords)).feats, explicit(SparseTensor(x, coords)).feats)
 
 
 # --- bad input ----------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def floors(num_classes: int, feature_dim: int, steps: int) -> str:
     ]
     for name, (keys, nonneg) in VARIANTS.items():
         branch = CenterCollapseLoss.from_config({**keys, "prior": "none"}, feature_dim, num_classes)
-        space = f"{branch.pooled_dim}-d" + (", ≥ 0" if nonneg else ", signed")
+        space = f"{branch.pooled_dim}-d" + (", ≥ 0" if nonneg else f", signed, image of {feature_dim}-d")
         value = lowest_center_loss(branch, nonnegative=nonneg, steps=steps)
         rows.append(f"| {name} | {space} | {value:.2f} |")
         print(f"  {name}: {value:.3f}", file=sys.stderr, flush=True)

@@ -13,6 +13,9 @@ checked for writability before the first scene is predicted. Under torchrun the
 scenes are split over processes. The exit status is 1 if any scene failed or the submission is
 invalid. A checkpoint of another label set than ScanNet200's (e.g. 20 classes) is refused unless
 ``--label-map FILE.json`` ({"<model class index>": <ScanNet200 class index>, ...}) maps it.
+``--logit-adjust TAU`` (post-hoc logit adjustment by the training class prior) and ``--tau-norm
+TAU`` (τ-normalized point classifier) correct any checkpoint for the long tail without training
+(``pointseg.evaluation.posthoc``); metrics.json records them and the prior used.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from pathlib import Path
 
 from pointseg.cli.common import add_common, parse_with_overrides, run_command
 from pointseg.data.dataset import build_dataset
+from pointseg.data.stats import COUNT_KINDS
 from pointseg.engine.distributed import cleanup, init_distributed
 from pointseg.engine.ensemble import load_ensemble
 from pointseg.evaluation.inference import tta_views
 from pointseg.evaluation.label_map import read_label_map
+from pointseg.evaluation.posthoc import LogitAdjust, TauNorm, posthoc_models, read_prior
 from pointseg.evaluation.report import format_table
 from pointseg.evaluation.tester import evaluate_split
 
@@ -48,6 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="FILE.json",
         help='score a model of another label set: {"<model class index>": <ScanNet200 class index>, ...}',
     )
+    p.add_argument("--logit-adjust", type=float, metavar="TAU",
+                   help="subtract TAU·log p_k (training class prior) from the logits (Menon et al., ICLR 2021)")
+    p.add_argument("--prior", metavar="STATS.json",
+                   help="prior of --logit-adjust from this stats.json (default: the config's data.root)")
+    p.add_argument("--prior-by", choices=COUNT_KINDS, default="points",
+                   help="prior of --logit-adjust from the training points (default) or scenes per class")
+    p.add_argument("--tau-norm", type=float, metavar="TAU",
+                   help="point-classifier rows w_k / ||w_k||^TAU (Kang et al., ICLR 2020)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. data.root=/data/scannet200)")
     add_common(p)
@@ -64,6 +77,7 @@ def _main(argv: list[str]) -> int:
     try:
         label_map = read_label_map(args.label_map) if args.label_map else None
         models, cfg = load_ensemble(args.checkpoint, args.overrides, args.config, dist_info.device, label_map)
+        models, posthoc = posthoc_models(models, *_posthoc_hooks(args, cfg))
         dataset = build_dataset(cfg.data, args.split, mode="test", fragments=not args.no_fragments)
         views = tta_views(args.tta, args.tta_scales)
         if dist_info.is_main:
@@ -71,6 +85,8 @@ def _main(argv: list[str]) -> int:
                 f"{args.split}: {len(dataset.scenes)} scenes, {len(models)} model(s), {len(views)} view(s), "
                 f"{'no ' if args.no_fragments else ''}fragments, device {dist_info.device}"
             )
+            if posthoc:
+                print("post-hoc: " + ", ".join(f"{k} tau {v['tau']:g}" for k, v in posthoc.items()))
         result = evaluate_split(
             models,
             dataset,
@@ -83,6 +99,7 @@ def _main(argv: list[str]) -> int:
             rank=dist_info.rank,
             world_size=dist_info.world_size,
             label_map=label_map,
+            extra_metrics={"posthoc": posthoc} if posthoc else None,
         )
     finally:
         cleanup()
@@ -109,6 +126,17 @@ def _main(argv: list[str]) -> int:
     if result.failed:
         print(f"{len(result.failed)} of {len(result.scenes)} scenes failed", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _posthoc_hooks(args: argparse.Namespace, cfg) -> tuple[LogitAdjust | None, TauNorm | None]:
+    """The corrections the command line asks for; the prior from ``--prior`` or the config's data root."""
+    adjust = None
+    if args.logit_adjust is not None:
+        prior, source = read_prior(int(cfg.model.num_classes), cfg.data.get("root"), args.prior, args.prior_by)
+        adjust = LogitAdjust(prior, args.logit_adjust, source)
+    elif args.prior is not None:
+        raise ValueError("--prior is the prior of --logit-adjust, which is not given")
+    return adjust, None if args.tau_norm is None else TauNorm(args.tau_norm)
 
 
 if __name__ == "__main__":

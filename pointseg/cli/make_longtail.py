@@ -1,6 +1,6 @@
 """Write the long-tailed CPU benchmark (pointseg.synthetic.longtail) in the raw ScanNet layout.
 
-    python tools/make_longtail_scannet.py --out RAW [--train 150 --val 60 --test 10] [--seed 0] [--workers W]
+    python tools/make_longtail_scannet.py --out RAW [--preset v1|compact] [--train 150 --val 60 --test 10] [--seed 0]
 
 20 ScanNet200 classes (5 head, 7 common, 8 tail, one look-alike tail pair), every object at least
 --min-thickness-voxels voxels of --voxel-size thick, a long-tailed train split and balanced
@@ -11,11 +11,12 @@ shares. Then: tools/preprocess_scannet200.py --raw RAW --out data/longtail.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from pointseg.cli.common import add_common, run_command
-from pointseg.synthetic.longtail import DEFAULT_SCENES, BenchmarkConfig, generate_longtail
+from pointseg.synthetic.longtail import DEFAULT_SCENES, PRESETS, BenchmarkConfig, generate_longtail
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,8 @@ def _main(argv: list[str]) -> int:
     for split, n in DEFAULT_SCENES.items():
         ap.add_argument(f"--{split}", type=int, default=n, help=f"{split} scenes (default {n})")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--preset", choices=list(PRESETS), default="v1",
+                    help="room sizes: v1 (the first study's) or compact (smaller rooms, the second study's)")
     ap.add_argument("--voxel-size", type=float, default=BenchmarkConfig.voxel_size, help="training voxel size, metres")
     ap.add_argument("--min-thickness-voxels", type=int, default=BenchmarkConfig.min_thickness_voxels,
                     help="every object spans at least this many voxels along each axis (checked)")
@@ -35,7 +38,8 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--no-progress", action="store_true")
     add_common(ap)
     args = ap.parse_args(argv)
-    config = BenchmarkConfig(voxel_size=args.voxel_size, min_thickness_voxels=args.min_thickness_voxels)
+    config = dataclasses.replace(PRESETS[args.preset], voxel_size=args.voxel_size,
+                                 min_thickness_voxels=args.min_thickness_voxels)
     s = generate_longtail(args.out, args.train, args.val, args.test, args.seed, args.workers,
                           not args.no_progress, config)
     print(

@@ -17,6 +17,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
+from pointseg.data.sampler import SAMPLERS
 from pointseg.data.scene import load_scene
 from pointseg.data.transforms import (
     Compose,
@@ -47,6 +48,10 @@ def _transforms(v: Any) -> str | None:
     return None if v is None else check_transforms(v)
 
 
+def _sampler(v: Any) -> str | None:
+    return None if v in SAMPLERS else f"must be one of {list(SAMPLERS)}"
+
+
 @dataclass
 class DataConfig:
     """The ``data`` section: where the scenes are and how they become batches."""
@@ -61,6 +66,8 @@ class DataConfig:
     num_workers: int = param(4, "[LG] data-loading processes (0: load in the training process)", non_negative)
     drop_last: bool = param(True, "[ours] drop an epoch's last, incomplete batch: every step sees a full batch")
     loop: int = param(1, "[ours] passes over the scene list per training epoch; 1: an epoch is the scene list once", positive)
+    sampler: str = param("uniform", "[ours] uniform: every scene once per epoch; repeat_factor: class-aware repeat-factor sampling (Gupta et al., LVIS, CVPR 2019) over scenes", _sampler)
+    repeat_threshold: float = param(0.5, "[ours] RFS threshold t: a class in a share f < t of the train scenes repeats its scenes sqrt(t / f) times per epoch ([LVIS] 0.001 over 1,203 classes; 0.5 repeats the long-tail benchmark's rarest class ~3.3x)", positive)
     train_transforms: Optional[list] = param(None, "[LG] list of {name, ...}; null: the baseline's augmentations (transforms.default_train_transforms)", _transforms)
     test_transforms: Optional[list] = param(None, "[LG] list of {name, ...}; null: the baseline's test-time steps (transforms.default_test_transforms)", _transforms)
 
@@ -70,7 +77,8 @@ class ScanNet200Dataset(Dataset):
 
     Item ``i`` is scene ``i % num_scenes`` transformed with ``np.random.default_rng((seed,
     epoch, i))`` (epoch fixed to 0 outside train mode): the sample depends only on the seed, the
-    epoch and the index, never on which worker or process loads it.
+    epoch and the index, never on which worker or process loads it. Items past ``len`` are further
+    visits of the same scenes with augmentations of their own (repeat-factor sampling).
     """
 
     def __init__(
@@ -116,8 +124,8 @@ class ScanNet200Dataset(Dataset):
         return np.random.default_rng((self.seed, epoch, index))
 
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} items")
+        if index < 0:
+            raise IndexError(f"index {index} out of range: items are numbered from 0")
         data = load_scene(self.scenes[index % len(self.scenes)])
         return self.transforms(data, self.rng(index))
 
@@ -153,6 +161,19 @@ def in_channels(features: Sequence[str]) -> int:
     return sum(FEATURES[f] for f in features)
 
 
+def pipeline(data_cfg: Mapping[str, Any] | Any, mode: str, fragments: bool = False) -> Compose:
+    """The transforms of ``mode`` that a ``data`` section describes (the ``root`` is not read):
+    the dataset's, and ``pointseg-predict``'s for scans outside any dataset folder."""
+    cfg = typed(DataConfig, data_cfg, "data")
+    validate_section(DataConfig, cfg, "data")
+    voxel_size, features = float(cfg.voxel_size), list(cfg.features)
+    if mode == "train":
+        items = cfg.train_transforms if cfg.train_transforms is not None else default_train_transforms(voxel_size, features)
+    else:
+        items = cfg.test_transforms if cfg.test_transforms is not None else default_test_transforms(voxel_size, features)
+    return build_transforms(_fill_pipeline(list(to_container(items)), mode, voxel_size, features, fragments))
+
+
 def build_dataset(
     data_cfg: Mapping[str, Any] | Any, split: str, mode: str, fragments: bool = False
 ) -> ScanNet200Dataset:
@@ -169,17 +190,10 @@ def build_dataset(
     cfg = typed(DataConfig, data_cfg, "data")
     if OmegaConf.is_missing(cfg, "root") or cfg.root is None:
         raise ValueError("data.root: the preprocessed data folder must be set")
-    validate_section(DataConfig, cfg, "data")
-    voxel_size, features = float(cfg.voxel_size), list(cfg.features)
-    if mode == "train":
-        items = cfg.train_transforms if cfg.train_transforms is not None else default_train_transforms(voxel_size, features)
-    else:
-        items = cfg.test_transforms if cfg.test_transforms is not None else default_test_transforms(voxel_size, features)
-    items = _fill_pipeline(list(to_container(items)), mode, voxel_size, features, fragments)
     return ScanNet200Dataset(
         cfg.root,
         split,
-        build_transforms(items),
+        pipeline(cfg, mode, fragments),
         mode,
         seed=0 if cfg.seed is None else int(cfg.seed),
         loop=int(cfg.loop) if mode == "train" else 1,

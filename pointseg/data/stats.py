@@ -1,4 +1,6 @@
-"""Per-class point and scene counts of a split: the one reader of ``DATA/stats.json``.
+"""Per-class point and scene counts of a split: the one reader of ``DATA/stats.json``, and the one
+place that turns those counts into class priors p_k and class weights w_k (the long-tail losses,
+post-hoc logit adjustment and CeCo's log prior all use :func:`class_prior` / :func:`class_weights`).
 
 Preprocessing writes the counts into ``stats.json``. Folders preprocessed elsewhere (Pointcept's
 ScanNet200 folders) have none; then the counts come from reading every
@@ -31,6 +33,13 @@ STATS_FILE = "stats.json"
 # Per-class arrays of one split in DATA/stats.json.
 POINT_COUNT_KEY = "class_point_counts"
 SCENE_COUNT_KEY = "class_scene_counts"
+# What a prior or a class weight counts: a class's training points, or the training scenes holding it.
+COUNT_KINDS = ("points", "scenes")
+# A class with no training count: "rarest" counts it as the rarest present class (finite log prior
+# and weight, and it never outweighs a class that was seen); "zero" keeps p_k = 0.
+ABSENT_RULES = ("rarest", "zero")
+# Class-weight schemes: 1/n_k, 1/sqrt(n_k), and the effective number of samples (Cui et al., CVPR 2019).
+WEIGHT_SCHEMES = ("inverse", "inverse_sqrt", "effective_number")
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,87 @@ class ClassCounts:
     scenes: np.ndarray  # int64 (K,): number of scenes in which the class has ≥ 1 point
     source: str  # where the numbers came from
     num_scenes: int | None = None  # scenes in the split, when known
+
+
+def per_class_counts(counts: ClassCounts | Sequence[float] | np.ndarray, by: str = "points") -> np.ndarray:
+    """float64 (K,) counts: a :class:`ClassCounts`' points or scenes (``by``), or K given numbers
+    (counts or probabilities), checked finite, non-negative and not all zero."""
+    if by not in COUNT_KINDS:
+        raise ValueError(f"class counts: 'by' must be one of {list(COUNT_KINDS)}, got {by!r}")
+    if isinstance(counts, ClassCounts):
+        counts = counts.points if by == "points" else counts.scenes
+    n = np.asarray(counts, dtype=np.float64)
+    if n.ndim != 1 or n.size == 0 or not np.isfinite(n).all() or (n < 0).any():
+        raise ValueError(f"class counts: need a list of finite, non-negative numbers, got {np.asarray(counts).tolist()!r}")
+    if not n.sum() > 0:
+        raise ValueError("class counts: every class count is zero")
+    return n
+
+
+def _floored(n: np.ndarray, absent: str) -> np.ndarray:
+    if absent not in ABSENT_RULES:
+        raise ValueError(f"class counts: 'absent' must be one of {list(ABSENT_RULES)}, got {absent!r}")
+    return n if absent == "zero" else np.where(n > 0, n, n[n > 0].min())
+
+
+def class_prior(counts: ClassCounts | Sequence[float] | np.ndarray, by: str = "points", absent: str = "rarest") -> np.ndarray:
+    """p_k = n_k / Σ_j n_j (float64, sums to 1) of the training counts ``by`` points or scenes.
+
+    A class with no count (absent from the training split, e.g. the 180 classes of ScanNet200's
+    label space that the long-tailed benchmark never uses) gets, by default (``absent="rarest"``),
+    the count of the rarest present class: log p_k stays finite, so a logit adjustment neither
+    breaks on it nor favours it over a class that was seen. ``absent="zero"`` keeps p_k = 0
+    (CeCo's released prior, which then adds 1e-12 itself).
+    """
+    n = _floored(per_class_counts(counts, by), absent)
+    return n / n.sum()
+
+
+def class_weights(
+    counts: ClassCounts | Sequence[float] | np.ndarray,
+    scheme: str = "effective_number",
+    beta: float = 0.999,
+    by: str = "points",
+) -> np.ndarray:
+    """Per-class loss weights w_k (float64) from training counts n_k (``by`` points or scenes).
+
+    ``inverse``: 1/n_k; ``inverse_sqrt``: 1/sqrt(n_k); ``effective_number`` (Cui et al., CVPR
+    2019): (1 − β)/(1 − β^{n_k}), the inverse of the effective number of samples, from 1 (β = 0)
+    to 1/n_k (β → 1). Normalized so that Σ_k w_k n_k / Σ_k n_k = 1: the mean weight of a
+    training point is 1, so a weighted loss keeps the scale of the unweighted one (and λ of CeCo
+    its meaning); Cui et al. normalize Σ_k w_k = K instead, which for the point counts of a long
+    tail makes the mean point weight far below 1. A class with no count gets the weight of the
+    rarest present class (it never appears as a training target, so its weight only matters for
+    a label outside the training split).
+    """
+    if scheme not in WEIGHT_SCHEMES:
+        raise ValueError(f"class weights: unknown scheme {scheme!r}; expected one of {list(WEIGHT_SCHEMES)}")
+    if not 0.0 <= float(beta) < 1.0:
+        raise ValueError(f"class weights: beta must be in [0, 1), got {beta}")
+    raw = per_class_counts(counts, by)
+    n = _floored(raw, "rarest")
+    if scheme == "inverse":
+        w = 1.0 / n
+    elif scheme == "inverse_sqrt":
+        w = 1.0 / np.sqrt(n)
+    elif beta == 0.0:
+        w = np.ones_like(n)
+    else:  # 1 − β^n as −expm1(n log β): exact for β near 1, where β^n and 1 − β cancel badly
+        w = np.expm1(np.log(beta)) / np.expm1(n * np.log(beta))
+    return w * raw.sum() / float((w * raw).sum())
+
+
+def train_class_counts(data_root: str | Path | None, num_classes: int, needed_by: str) -> ClassCounts:
+    """The training split's counts of ``data_root`` for ``needed_by`` (a config key, named in errors)."""
+    if data_root is None:
+        raise ValueError(f"{needed_by} needs data.root (the training scenes' class counts)")
+    try:
+        return load_class_counts(data_root, "train", num_classes)
+    except FileNotFoundError as e:
+        raise ValueError(
+            f"{needed_by} needs the class counts of the training scenes: {data_root} has no "
+            f"{STATS_FILE} with them and {e} (preprocess the data first)"
+        ) from e
 
 
 def count_split(data_root: str | Path, split: str = "train", num_classes: int = NUM_CLASSES) -> ClassCounts:

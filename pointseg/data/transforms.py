@@ -277,6 +277,8 @@ class Voxelize:
     with ``fragments`` also ``fragments`` (list of int64 (M,) point indices, fragment j the
     (j mod count)-th point of each voxel, rows aligned with ``grid_coord``) and ``origin_feat``
     (when ``feat`` exists), so fragment j's features are ``origin_feat[fragments[j]]``.
+    A sample holding ``grid_origin`` (3,) is voxelized on the grid of that origin (a chunk of a
+    larger scene, on the scene's grid: ``pointseg.evaluation.chunks``); the key is consumed.
     """
 
     def __init__(self, voxel_size: float = 0.02, mode: str = "train", fragments: bool = False) -> None:
@@ -289,9 +291,11 @@ class Voxelize:
         self.fragments = fragments
 
     def __call__(self, data: Sample, rng: np.random.Generator) -> Sample:
+        data = dict(data)
+        origin = data.pop("grid_origin", None)
         coord = data["coord"]
         n = coord.shape[0]
-        result, grid = voxelize_points(coord, self.voxel_size, self.mode, rng)
+        result, grid = voxelize_points(coord, self.voxel_size, self.mode, rng, origin)
         out = {
             k: (v.take(result.index, axis=0) if isinstance(v, np.ndarray) and v.ndim and len(v) == n else v)
             for k, v in data.items()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ class ExperimentConfig:
     data: DataConfig = param(DataConfig(), "")
     model: ModelConfig = param(ModelConfig(), "")
     ceco: CecoConfig = param(CecoConfig(), "")
-    loss: list = param(DEFAULT_LOSS, "[LG] point losses [{name, weight, ...}]: cross_entropy, lovasz, dice, focal", check_losses)
+    loss: list = param(DEFAULT_LOSS, "[LG] point losses [{name, weight, ...}]: cross_entropy, lovasz, dice, focal; long-tail: logit_adjusted (Menon et al. ICLR 2021), balanced_softmax (Ren et al. NeurIPS 2020), class weights from stats.json (Cui et al. CVPR 2019); see Losses below", check_losses)
     optim: OptimConfig = param(OptimConfig(), "")
     sched: SchedConfig = param(SchedConfig(), "")
     train: TrainConfig = param(TrainConfig(), "")
@@ -268,9 +268,11 @@ def to_plain_dict(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def save_config(cfg: DictConfig, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML, atomically."""
-    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+def save_config(cfg: DictConfig, path: str | os.PathLike, header: Sequence[str] = ()) -> None:
+    """Write the resolved config as YAML, atomically; ``header`` lines go first, as comments
+    (facts of the run that are not settings, such as the backend ``auto`` chose)."""
+    comments = "".join(f"# {line}\n" for line in header)
+    atomic_write_text(path, comments + OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def default_run_dir(config_path: str | os.PathLike, root: str | os.PathLike = "runs") -> Path:

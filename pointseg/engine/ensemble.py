@@ -47,9 +47,14 @@ def load_ensemble(
         models.append(model)
         cfgs.append(cfg)
     cfg = load_config(config, overrides) if config else cfgs[0]
+    check_members(checkpoints, cfgs, cfg)
+    check_label_set(checkpoints[0], int(cfg.model.num_classes), label_map)
+    return models, cfg
+
+
+def check_members(checkpoints: Sequence[str | os.PathLike], cfgs: Sequence[Any], cfg: Any) -> None:
+    """Raise naming the first checkpoint whose config differs from ``cfg`` in a ``MUST_MATCH`` setting."""
     for path, c in zip(checkpoints, cfgs):
         for key in MUST_MATCH:
             if _select(c, key) != _select(cfg, key):
                 raise ValueError(f"{path}: {key} is {_select(c, key)!r} but the evaluation uses {_select(cfg, key)!r}")
-    check_label_set(checkpoints[0], int(cfg.model.num_classes), label_map)
-    return models, cfg

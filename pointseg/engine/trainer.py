@@ -54,6 +54,7 @@ from pointseg.engine.distributed import (
 from pointseg.engine.legacy import CHECKPOINT_FORMAT
 from pointseg.engine.logger import ERRORS_LOG, TRAIN_LOG, VAL_LOG, RunLogger, memory_mb
 from pointseg.engine.optim import build_optimizer, build_scheduler, current_lr
+from pointseg.engine.threads import ThreadTuner, candidate_counts, usable_cores
 from pointseg.engine.trainer_config import TrainConfig
 from pointseg.utils.comm import all_reduce_, barrier, error_elsewhere
 from pointseg.utils.errors import one_line
@@ -105,12 +106,11 @@ def _seed_for(*parts: int) -> int:
 
 
 def intra_op_threads(setting: int | str, num_workers: int) -> int:
-    """``train.threads`` as a thread count: ``auto`` is the usable cores of this process (divided
-    among torchrun's processes on the node) minus the loader workers, at least 1."""
+    """``train.threads`` as the thread count a run starts with: ``auto`` starts with the usable
+    cores (divided among torchrun's processes on the node) minus the loader workers, at least 1,
+    and then adapts (:class:`pointseg.engine.threads.ThreadTuner`)."""
     if setting == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        return max(1, per_process - num_workers)
+        return candidate_counts(usable_cores(), num_workers)[0]
     return int(setting)
 
 
@@ -159,7 +159,12 @@ class Trainer:
         self.num_workers = int(cfg.data.num_workers)
         if self.opts.threads is not None:
             torch.set_num_threads(intra_op_threads(self.opts.threads, self.num_workers))
+        self.thread_tuner: ThreadTuner | None = None
+        if self.opts.threads == "auto" and self.dist.device.type == "cpu":
+            self.thread_tuner = ThreadTuner(candidate_counts(usable_cores(), self.num_workers),
+                                            period=int(self.opts.threads_period))
         self.threads = torch.get_num_threads()
+        self._step_points = 0  # points of the last step's batches (the thread tuner's unit of work)
         self._lock = FolderLock(self.run_dir, what="training", noun="run folder")
         self._claim_run_dir(resume, overwrite)
         try:
@@ -233,6 +238,14 @@ class Trainer:
         # Augmentations follow the run's seed unless the config sets data.seed itself.
         data_cfg = {**to_plain_dict(cfg.data), "seed": self.seed if cfg.data.seed is None else int(cfg.data.seed)}
         self.train_set = build_dataset(data_cfg, "train", "train")
+        self._repeat_factors = None
+        if cfg.data.sampler == "repeat_factor":
+            from pointseg.data.sampler import repeat_factors, scene_classes
+
+            if int(cfg.data.loop) != 1:
+                raise ValueError("data.sampler repeat_factor sets how often each scene is visited; use it with data.loop 1")
+            present = scene_classes(self.train_set.scenes, int(cfg.model.num_classes))
+            self._repeat_factors = repeat_factors(present, float(cfg.data.repeat_threshold))
         self.val_set = None
         if self.opts.validate and self._has_split("val"):
             self.val_set = build_dataset(data_cfg, "val", "val")
@@ -262,11 +275,17 @@ class Trainer:
         from pointseg.data.collate import collate
 
         self.train_set.set_epoch(epoch)
-        sampler = DistributedSampler(
-            self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=self.seed
-        )
-        sampler.set_epoch(epoch)
-        indices = list(sampler)
+        if self._repeat_factors is not None:
+            from pointseg.data.sampler import repeat_factor_items, shard
+
+            items = repeat_factor_items(self._repeat_factors, self.seed, epoch)
+            indices = shard(items, self.dist.rank, self.dist.world_size)
+        else:
+            sampler = DistributedSampler(
+                self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True, seed=self.seed
+            )
+            sampler.set_epoch(epoch)
+            indices = list(sampler)
         drop_last = self.cfg.data.drop_last and len(indices) >= self.batch_size
         indices = indices[start_batch * self.batch_size :]
         return DataLoader(
@@ -282,6 +301,7 @@ class Trainer:
         )
 
     def batches_per_epoch(self) -> int:
+        # Repeat-factor sampling visits every scene at least once, so this bounds its epochs from below.
         per_rank = math.ceil(len(self.train_set) / self.dist.world_size)
         if self.cfg.data.drop_last and per_rank >= self.batch_size:
             return per_rank // self.batch_size
@@ -366,6 +386,19 @@ class Trainer:
         else:  # only the main process's RNG is saved; others reseed deterministically
             seed_everything(_seed_for(self.seed, self.dist.rank, self.iteration))
 
+    def run_facts(self) -> list[str]:
+        """What the settings left to this machine became: the backend ``model.backend: auto`` runs
+        on this device and the threads (config.yaml's header, the console)."""
+        from pointseg.sparse import resolve_backend_name
+
+        backend = self.cfg.model.backend
+        ran = resolve_backend_name(backend, self.device.type)
+        threads = (f"chosen online among {self.thread_tuner.candidates}" if self.thread_tuner
+                   else str(torch.get_num_threads()))
+        return [f"model.backend: {backend} -> {ran} on {self.device.type}" if backend == "auto"
+                else f"model.backend: {ran} on {self.device.type}",
+                f"train.threads: {self.opts.threads} -> {threads}"]
+
     # ------------------------------------------------------------------ loop
     def request_stop(self, reason: str = "stop requested") -> None:
         """Stop after the current iteration and save ``last.pth`` (on SIGINT, SIGTERM or SIGUSR1).
@@ -401,8 +434,10 @@ class Trainer:
         self.net.train()
         iteration = self.iteration + 1
         sums: dict[str, torch.Tensor] = {}
+        self._step_points = 0
         for micro in range(self.accumulate):
             batch = self._next_batch()
+            self._step_points += int(batch["segment"].shape[0])
             last_micro = micro == self.accumulate - 1
             sync = contextlib.nullcontext() if last_micro or self.dist.world_size == 1 else self.net.no_sync()
             with sync:
@@ -521,7 +556,7 @@ class Trainer:
             if self.is_main:
                 self._lock.acquire()  # held since construction unless close() was called
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-                save_config(self.cfg, self.run_dir / CONFIG_FILE)
+                save_config(self.cfg, self.run_dir / CONFIG_FILE, self.run_facts())
             logger = RunLogger(
                 self.run_dir,
                 self.total,
@@ -531,6 +566,7 @@ class Trainer:
                 progress_bar=bool(self.opts.progress_bar),
                 revalidate=self._val_pending,
             )
+            logger.console("; ".join(self.run_facts()))
             try:
                 summary = self._loop(logger, stop_at)
             except BaseException:
@@ -554,12 +590,16 @@ class Trainer:
             self._val_pending = False
         while self.iteration < self.total:
             lr = current_lr(self.optimizer)
+            threads = self.thread_tuner.before_step() if self.thread_tuner else torch.get_num_threads()
             t0 = time.perf_counter()
             losses = self.train_step()
+            seconds = time.perf_counter() - t0
+            if self.thread_tuner:
+                self.thread_tuner.after_step(seconds, self._step_points)
             it = self.iteration
             if it % log_every == 0 or it == self.total:
                 last_losses = self._reduce_losses(losses)
-                extra = {"time": time.perf_counter() - t0, "memory_mb": memory_mb(self.device)}
+                extra = {"time": seconds, "memory_mb": memory_mb(self.device), "threads": threads}
                 logger.log_train(it, lr, last_losses, extra)
             logger.step()
             done = it == self.total

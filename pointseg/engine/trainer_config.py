@@ -39,8 +39,11 @@ class TrainConfig:
     progress_bar: bool = param(True, "[ours] a tqdm bar on the console; false where the console goes to a log file")
     threads: Any = param(
         "auto",
-        "[ours] torch's intra-op CPU threads: auto = usable cores (shared among torchrun's processes) minus "
-        "data.num_workers, at least 1, so compute and loaders do not compete (on a busy 2-core machine two "
-        "threads stall 5-18x); an int; null: leave the process's setting",
+        "[ours] torch's intra-op CPU threads: auto = chosen online on CPU among all usable cores (shared among "
+        "torchrun's processes, less data.num_workers), half of them and one: the fastest per point over a few timed "
+        "steps, re-measured every threads_period steps, so a busy machine does not stall two threads at every "
+        "barrier (pointseg.engine.threads); an int: fixed, and every step's arithmetic with it (bit-exact runs); "
+        "null: leave the process's setting",
         _threads,
     )
+    threads_period: int = param(200, "[ours] steps between two measurements of the thread counts (train.threads: auto); each costs a few steps at the slower counts", positive)

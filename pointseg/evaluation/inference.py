@@ -45,12 +45,14 @@ def apply_view(data: dict, view: TTAView) -> dict:
     """Copy of a scene dict rotated about the vertical axis through its xy centre, then scaled.
 
     Rotation about the centre keeps the scene where it was, so a view differs from the original
-    only in orientation and size; normals rotate with the points (and are not scaled).
+    only in orientation and size; normals rotate with the points (and are not scaled). A rotated
+    or scaled view is off the grid of a ``grid_origin`` (``pointseg.evaluation.chunks``): dropped.
     """
     # Copies: a pipeline may write its arrays in place, and the scene serves every view.
     out = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in data.items()}
     if view.angle == 0.0 and view.scale == 1.0:
         return out
+    out.pop("grid_origin", None)
     c, s = math.cos(view.angle), math.sin(view.angle)
     rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     coord = np.asarray(data["coord"], dtype=np.float64)

@@ -116,10 +116,12 @@ def predict_split(
 
 
 def score_split(
-    metric: SemSegMetric, result: SplitResult, out_dir: Path, split: str, views: Sequence[TTAView], ensemble_size: int
+    metric: SemSegMetric, result: SplitResult, out_dir: Path, split: str, views: Sequence[TTAView], ensemble_size: int,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The benchmark summary of the accumulated confusion: ``metrics.json``, ``confusion.npz``,
-    ``per_class_iou.png`` in ``out_dir``; None, and nothing written, when no labelled point was
+    ``per_class_iou.png`` in ``out_dir``; ``extra`` entries (e.g. the post-hoc corrections used)
+    are recorded in ``metrics.json`` too. None, and nothing written, when no labelled point was
     scored (``result.nothing_scored``)."""
     for s in result.unlabelled:
         result.failed.setdefault(s, f"no {SEGMENT_FILE}: a labelled split needs ground truth")
@@ -129,6 +131,7 @@ def score_split(
     metrics["failed_scenes"] = sorted(result.failed)
     metrics["tta_views"] = [{"angle": v.angle, "scale": v.scale} for v in views]
     metrics["ensemble_size"] = ensemble_size
+    metrics.update(extra or {})
     if not metrics.get("num_points"):
         result.nothing_scored = True
         return None
@@ -188,13 +191,14 @@ def evaluate_split(
     world_size: int = 1,
     progress: bool = True,
     label_map: np.ndarray | None = None,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> SplitResult:
     """Predict, then score (labelled splits) or submit (the test split): the three steps above.
 
     Labelled splits get ``metrics.json``, ``confusion.npz`` and ``per_class_iou.png``; the test
     split gets ``submission.zip``, validated. Processes share the scenes; rank 0 sums and writes.
     With ``label_map`` the models predict ``num_classes`` classes mapped into ScanNet200's, which
-    are scored.
+    are scored. ``extra_metrics`` are recorded in ``metrics.json``.
     """
     out_dir = Path(out_dir)
     check_writable_folder(out_dir)  # before the first scene, not after the last
@@ -225,7 +229,7 @@ def evaluate_split(
     if rank != 0:
         return result
     if not is_test:
-        result.metrics = score_split(metric, result, out_dir, dataset.split, views, len(models))
+        result.metrics = score_split(metric, result, out_dir, dataset.split, views, len(models), extra_metrics)
     else:
         result.submission, result.submission_problems = submit_split(result, txt_dir, out_dir, dataset, raw)
         if not save_predictions:

@@ -2,24 +2,28 @@
 
 A config's ``loss`` section is a list of ``{name, weight, **kwargs}``; ``build_criteria`` turns it
 into a ``Criteria`` module returning every term by name (``loss_<name>``), unweighted, so that each
-is logged and the caller forms the weighted total.
+is logged and the caller forms the weighted total. Losses whose class weights or prior come from
+the training split's class counts (``class_weight: effective_number``, ``prior: points``) get them
+from ``build_criteria``'s ``class_counts``, read only when some entry needs them.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from pointseg.data.stats import ClassCounts
 from pointseg.utils.schema import check_registry_list
 
 from .ceco import CenterCollapseLoss, center_pool, simplex_etf
 from .cross_entropy import CrossEntropyLoss
 from .dice import DiceLoss
 from .focal import FocalLoss
+from .logit_adjusted import BalancedSoftmaxLoss, LogitAdjustedLoss
 from .lovasz import LovaszLoss
 
 # Every name a config's ``loss`` list may use.
@@ -28,7 +32,11 @@ LOSSES: dict[str, type[nn.Module]] = {
     "lovasz": LovaszLoss,
     "dice": DiceLoss,
     "focal": FocalLoss,
+    "logit_adjusted": LogitAdjustedLoss,
+    "balanced_softmax": BalancedSoftmaxLoss,
 }
+# Set by the run (the training split's counts), never by a config.
+CLASS_COUNTS_ARG = "class_counts"
 # [LG] the baseline trains with cross-entropy alone.
 DEFAULT_LOSS = [{"name": "cross_entropy", "weight": 1.0}]
 
@@ -38,6 +46,10 @@ def check_losses(items: Any) -> str | None:
     items = _plain(items)
     if isinstance(items, (list, tuple)) and not items:
         return "must name at least one loss"
+    if isinstance(items, (list, tuple)):
+        for i, item in enumerate(items):
+            if isinstance(item, Mapping) and CLASS_COUNTS_ARG in item:
+                return f"[{i}]: {CLASS_COUNTS_ARG} comes from the training data's stats.json, not from the config"
     return check_registry_list(items, LOSSES, reserved=("weight",))
 
 
@@ -72,8 +84,26 @@ def _plain(cfg: Any) -> Any:
     return cfg
 
 
-def build_criteria(loss_cfg: Sequence[Mapping[str, Any]]) -> Criteria:
-    """Build the point losses of a ``loss`` config list ``[{name, weight=1, **kwargs}, ...]``."""
+def needs_class_counts(loss_cfg: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether some entry of a ``loss`` list computes its weights or prior from class counts."""
+    for entry in _plain(loss_cfg):
+        kwargs = {k: v for k, v in entry.items() if k not in ("name", "weight")}
+        needs = getattr(LOSSES.get(entry.get("name")), "needs_class_counts", None)
+        if needs is not None and needs(kwargs):
+            return True
+    return False
+
+
+def build_criteria(
+    loss_cfg: Sequence[Mapping[str, Any]],
+    class_counts: ClassCounts | Callable[[], ClassCounts] | None = None,
+) -> Criteria:
+    """Build the point losses of a ``loss`` config list ``[{name, weight=1, **kwargs}, ...]``.
+
+    ``class_counts``: the training split's per-class counts, or a function returning them (called
+    once, and only if some entry needs them), for the entries whose class weights or prior come
+    from counts; without them such an entry is an error.
+    """
     loss_cfg = _plain(loss_cfg)
     problem = check_losses(loss_cfg)
     if problem:
@@ -84,6 +114,11 @@ def build_criteria(loss_cfg: Sequence[Mapping[str, Any]]) -> Criteria:
         name = kwargs.pop("name")
         weight = kwargs.pop("weight", 1.0)
         try:
+            needs = getattr(LOSSES[name], "needs_class_counts", None)
+            if needs is not None and needs(kwargs) and class_counts is not None:
+                if callable(class_counts):
+                    class_counts = class_counts()
+                kwargs[CLASS_COUNTS_ARG] = class_counts
             module = LOSSES[name](**kwargs)
         except (TypeError, ValueError) as e:
             raise ValueError(f"loss[{i}] ({name}): {e}") from e
@@ -101,6 +136,9 @@ __all__ = [
     "LovaszLoss",
     "DiceLoss",
     "FocalLoss",
+    "LogitAdjustedLoss",
+    "BalancedSoftmaxLoss",
+    "needs_class_counts",
     "CenterCollapseLoss",
     "center_pool",
     "simplex_etf",

@@ -42,6 +42,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from pointseg.data import stats
 from pointseg.meta import IGNORE_INDEX
 from pointseg.utils.comm import is_distributed
 from pointseg.utils.schema import (
@@ -104,7 +105,7 @@ class CecoConfig:
 
     enabled: bool = param(False, "[ours] off: the plain baseline; on: add λ·L_CR of the center branch to the point loss (training only)")
     head: str = param(DEFAULT_HEAD, "[released] released | paper_eq4 (Eq. 3-4 as printed); docs/ceco.md", one_of(*CENTER_HEADS))
-    weight: float = param(0.4, "[paper] λ: 0.4 on ScanNet200 (the ADE20K release uses 0.8)", non_negative)
+    weight: float = param(0.4, "[paper] λ: 0.4 on ScanNet200 (ADE20K: 0.5 in the paper; the released configs use 0.8 for Swin-T, 0.2 for Swin-B)", non_negative)
     reduce_dim: Optional[int] = param(None, "[released] 128: frozen 1x1 reduce + BatchNorm (batch statistics) before pooling; 0: pool the features as they are", non_negative)
     projection: Optional[str] = param(None, "[released] frozen Linear+ReLU to proj_dim | learned | none (needs the pooled dim >= K-1)", one_of(*PROJECTIONS))
     proj_dim: Optional[int] = param(None, "[released] 512", positive)
@@ -231,8 +232,53 @@ class CenterReduce(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(F.linear(x, self.weight.to(x.dtype)))
 
+    def pooled(
+        self, x: torch.Tensor, segment: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``center_pool(self(x), ...)`` in training mode, without standardizing every point.
+
+        Reduce and BatchNorm are affine per point, so the center of class k is
+        ``W (x̄_k − x̄) / sqrt(v + eps)`` with x̄ the mean of all N points and
+        ``v_j = w_jᵀ C w_j`` their biased variance along row j of W (C: covariance of x). That
+        needs the (D, D) covariance and the (K, D) class means instead of the (N, 128) map, its
+        BatchNorm and their backward: the branch then costs a few passes over the (N, D) features
+        (``bench/bench_ceco.py``). The running statistics are updated as BatchNorm would.
+        """
+        norm = self.norm
+        n = x.shape[0]
+        w = self.weight.to(x.dtype)
+        mean = x.mean(0)
+        xc = x - mean
+        cov = _Gram.apply(xc) / n
+        var = ((w @ cov) * w).sum(1)
+        class_means, labels, counts = center_pool(x, segment, num_classes, ignore_index)
+        centers = (class_means - mean) @ w.T / torch.sqrt(var + norm.eps)
+        if norm.track_running_stats and norm.running_mean is not None:
+            with torch.no_grad():
+                norm.num_batches_tracked.add_(1)
+                m = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+                unbiased = var * (n / max(n - 1, 1))
+                norm.running_mean.mul_(1 - m).add_(mean @ w.T, alpha=m)
+                norm.running_var.mul_(1 - m).add_(unbiased, alpha=m)
+        return centers, labels, counts
+
     def extra_repr(self) -> str:
         return f"in_dim={self.in_dim}, out_dim={self.out_dim}, frozen"
+
+
+class _Gram(torch.autograd.Function):
+    """``xᵀx`` whose backward is one GEMM, ``x (G + Gᵀ)``: autograd's ``mm(x.T, x)`` would treat
+    the two operands as different tensors and pay for two."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.T @ x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return x @ (grad + grad.T)
 
 
 class CenterProjection(nn.Module):
@@ -276,7 +322,8 @@ def log_class_prior(counts: Sequence[float] | torch.Tensor, num_classes: int) ->
         )
     if float(prior.sum()) <= 0:
         raise ValueError("ceco.prior: the class counts are all zero")
-    return torch.log(prior / prior.sum() + PRIOR_EPS).float()
+    # The one normalization of the codebase (absent classes kept at p = 0, as released).
+    return torch.log(torch.as_tensor(stats.class_prior(prior.numpy(), absent="zero")) + PRIOR_EPS).float()
 
 
 class CenterCollapseLoss(nn.Module):
@@ -372,9 +419,12 @@ class CenterCollapseLoss(nn.Module):
         with torch.autocast(device_type=feat.device.type, enabled=False):
             if feat.dtype not in (torch.float32, torch.float64):
                 feat = feat.float()
-            centers, labels, _ = center_pool(
-                self.point_embedding(feat), segment, self.num_classes, self.ignore_index, self.global_centers
-            )
+            if self.reduce is not None and self.reduce.norm.training and not self.global_centers:
+                centers, labels, _ = self.reduce.pooled(feat, segment, self.num_classes, self.ignore_index)
+            else:  # per-process BatchNorm statistics with global centers: standardize, then pool
+                centers, labels, _ = center_pool(
+                    self.point_embedding(feat), segment, self.num_classes, self.ignore_index, self.global_centers
+                )
             if labels.numel() == 0:
                 return feat.sum() * 0.0
             return F.cross_entropy(self.center_logits(centers), labels)
@@ -426,17 +476,9 @@ def class_prior(
         return None
     if data_root is None:
         raise ValueError(f"ceco.prior={prior} needs data.root (the training scenes' class counts) or a list of counts")
-    from pointseg.data.stats import load_class_counts
-
-    try:
-        counts = load_class_counts(data_root, "train", num_classes)
-    except FileNotFoundError as e:
-        raise ValueError(
-            f"ceco.prior={prior} needs the class counts of the training scenes: {data_root} has no "
-            f"stats.json and {e} (preprocess the data first, or set ceco.prior to none or a list of counts)"
-        ) from e
+    counts = stats.train_class_counts(data_root, num_classes, f"ceco.prior={prior} (or none, or a list of counts)")
     log.info("CeCo log prior from training %s counts (%s)", prior, counts.source)
-    return (counts.scenes if prior == "scenes" else counts.points).tolist()
+    return stats.per_class_counts(counts, prior).tolist()
 
 
 __all__ = [

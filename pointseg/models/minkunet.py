@@ -25,7 +25,7 @@ from ..sparse import (
     SubMConv3d,
     UpConv3d,
     cat,
-    resolve_backend_name,
+    check_backend_name,
 )
 from ..sparse.nn import _SparseConv
 from ..sparse.tensor import fresh_cache
@@ -44,7 +44,7 @@ class MinkUNetBase(nn.Module):
         super().__init__()
         if self.BLOCK is None:
             raise TypeError(f"{type(self).__name__} is abstract: use a variant such as MinkUNet34C")
-        self.backend = resolve_backend_name(backend)
+        self.backend = check_backend_name(backend)
         block, planes, layers, b = self.BLOCK, self.PLANES, self.LAYERS, self.backend
         exp = block.expansion
         self.in_channels = in_channels
@@ -93,7 +93,7 @@ class MinkUNetBase(nn.Module):
 
     def set_backend(self, name: str) -> "MinkUNetBase":
         """Run the same weights on another backend (``auto``, ``spconv``, ``minkowski``, ``torch``)."""
-        self.backend = resolve_backend_name(name)
+        self.backend = check_backend_name(name)
         for m in self.modules():
             if isinstance(m, _SparseConv):
                 m.set_backend(self.backend)

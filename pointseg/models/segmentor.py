@@ -5,12 +5,13 @@ per-voxel features, ``classifier`` turns them into logits, and ``center_loss`` (
 pools the same features into class centers. Training mode returns the named loss terms and their
 weighted total ``loss``; evaluation mode returns ``{"logits", "feat"}`` and does nothing beyond the
 backbone and the classifier, so inference costs exactly what the plain network costs. A model
-built with ``train=False`` has no center branch at all; ``strip_center_branch`` removes its keys
-from a training checkpoint's state dict.
+built with ``train=False`` has no center branch and no losses at all; ``strip_center_branch``
+removes the branch's keys from a training checkpoint's state dict.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from torch import nn
 
 from pointseg.data.dataset import DEFAULT_FEATURES
 from pointseg.data.dataset import in_channels as dataset_in_channels
+from pointseg.data.stats import train_class_counts
 from pointseg.losses import DEFAULT_LOSS, Criteria, build_criteria
 from pointseg.losses.ceco import CenterCollapseLoss, ceco_section, resolve_head
 from pointseg.models import BACKBONES, build_backbone
@@ -52,7 +54,7 @@ class Segmentor(nn.Module):
         self,
         backbone: nn.Module,
         classifier: nn.Module,
-        criteria: Criteria,
+        criteria: Criteria | None,
         center_loss: CenterCollapseLoss | None = None,
     ) -> None:
         super().__init__()
@@ -76,6 +78,8 @@ class Segmentor(nn.Module):
             return {"logits": logits, "feat": feat}
         if "segment" not in batch:
             raise KeyError("Segmentor: training needs labels, the batch has no 'segment'")
+        if self.criteria is None:
+            raise RuntimeError("Segmentor: an evaluation model (built with train=False) has no losses to train with")
         segment = batch["segment"]
         terms: "OrderedDict[str, torch.Tensor]" = self.criteria(logits, segment)
         total = self.criteria.weighted_sum(terms)
@@ -133,7 +137,7 @@ def build_segmentor(cfg: Mapping[str, Any] | Any, train: bool = True) -> Segment
 
     ``train=False`` builds the evaluation model: no center branch is constructed, so it has no
     center-branch parameters or buffers (load a training state dict through
-    ``strip_center_branch``).
+    ``strip_center_branch``), and no losses, which may need the training data's class counts.
     """
     model = typed(ModelConfig, cfg.get("model"), "model")
     validate_section(ModelConfig, model, "model")
@@ -152,11 +156,15 @@ def build_segmentor(cfg: Mapping[str, Any] | Any, train: bool = True) -> Segment
     classifier = build_point_classifier(
         model.point_classifier, feature_dim, model.num_classes, head.proj_dim, head.alpha, ceco.etf_seed
     )
-    criteria = build_criteria(cfg.get("loss") if cfg.get("loss") is not None else DEFAULT_LOSS)
+    if not train:
+        return Segmentor(backbone, classifier, None, None)
+    root = Path(data["root"]) if data.get("root") else None
+    # Read (once, and only if a loss asks) from DATA/stats.json: the counts behind CeCo's prior too.
+    counts = functools.partial(train_class_counts, root, model.num_classes, "loss")
+    criteria = build_criteria(cfg.get("loss") if cfg.get("loss") is not None else DEFAULT_LOSS, counts)
     center_loss = None
-    if train and ceco.enabled:
-        root = data.get("root")
-        center_loss = CenterCollapseLoss.from_config(ceco, feature_dim, model.num_classes, Path(root) if root else None)
+    if ceco.enabled:
+        center_loss = CenterCollapseLoss.from_config(ceco, feature_dim, model.num_classes, root)
     return Segmentor(backbone, classifier, criteria, center_loss)
 
 

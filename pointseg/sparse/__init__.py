@@ -1,6 +1,14 @@
 """Backend-neutral sparse tensor and convolution layers (spconv, MinkowskiEngine or pure torch)."""
 
-from .backends import BACKENDS, available_backends, get_backend, is_available, resolve_backend_name
+from .backends import (
+    BACKENDS,
+    FASTEST,
+    available_backends,
+    check_backend_name,
+    get_backend,
+    is_available,
+    resolve_backend_name,
+)
 from .nn import (
     BatchNorm,
     DownConv3d,
@@ -15,6 +23,7 @@ from .tensor import SparseTensor
 
 __all__ = [
     "BACKENDS",
+    "FASTEST",
     "BatchNorm",
     "DownConv3d",
     "ReLU",
@@ -23,6 +32,7 @@ __all__ = [
     "UpConv3d",
     "available_backends",
     "cat",
+    "check_backend_name",
     "dense_to_sparse_weight",
     "get_backend",
     "is_available",

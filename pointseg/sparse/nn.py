@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .backends import get_backend, resolve_backend_name
+from .backends import check_backend_name, get_backend
 from .tensor import SparseTensor
 
 
@@ -47,7 +47,7 @@ class _SparseConv(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.weight = nn.Parameter(torch.empty(self.kernel_size**3, in_channels, out_channels))
-        self.backend = resolve_backend_name(backend)
+        self.backend = check_backend_name(backend)  # auto: chosen per call by the input's device
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -58,7 +58,7 @@ class _SparseConv(nn.Module):
             self.weight.normal_(0.0, std)
 
     def set_backend(self, name: str) -> None:
-        self.backend = resolve_backend_name(name)
+        self.backend = check_backend_name(name)
 
     def _check(self, x: SparseTensor) -> None:
         if not isinstance(x, SparseTensor):
@@ -86,7 +86,7 @@ class SubMConv3d(_SparseConv):
         self._check(x)
         if self.kernel_size == 1:  # a 1×1×1 convolution is a linear map of the features
             return x.replace_feats(x.feats @ self.weight[0])
-        return get_backend(self.backend).subm_conv(x, self.weight, self.kernel_size)
+        return get_backend(self.backend, x.feats.device.type).subm_conv(x, self.weight, self.kernel_size)
 
 
 class DownConv3d(_SparseConv):
@@ -96,7 +96,7 @@ class DownConv3d(_SparseConv):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         self._check(x)
-        return get_backend(self.backend).down_conv(x, self.weight)
+        return get_backend(self.backend, x.feats.device.type).down_conv(x, self.weight)
 
 
 class UpConv3d(_SparseConv):
@@ -108,7 +108,7 @@ class UpConv3d(_SparseConv):
         self._check(x)
         if x.stride < 2:
             raise ValueError(f"UpConv3d: input stride {x.stride} has no finer encoder level")
-        return get_backend(self.backend).up_conv(x, self.weight)
+        return get_backend(self.backend, x.feats.device.type).up_conv(x, self.weight)
 
 
 class BatchNorm(nn.BatchNorm1d):

@@ -45,10 +45,18 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if is_available(name)]
 
 
-def resolve_backend_name(name: str) -> str:
-    """``auto`` → ``spconv`` when importable, else ``torch``; other names are checked."""
+# The fastest backend for tensors on each device type, in order of preference among those that
+# import. CPU: the torch backend, 1.8x spconv's CPU path on the synthetic config and 2.0x on a
+# MinkUNet34C ScanNet room (bench_contention.py, bench_profile.py; spconv's implicit GEMM is a
+# CUDA kernel, its CPU path gathers and scatters per offset). CUDA: spconv, then MinkowskiEngine,
+# as the field measures them (spconv 2's implicit GEMM; Pointcept's and spconv's benchmarks).
+FASTEST: dict[str, tuple[str, ...]] = {"cpu": ("torch",), "cuda": ("spconv", "minkowski", "torch")}
+
+
+def check_backend_name(name: str) -> str:
+    """``name`` itself once it is ``auto`` or a backend whose library imports here."""
     if name == "auto":
-        return "spconv" if is_available("spconv") else "torch"
+        return name
     if name not in BACKENDS:
         raise KeyError(f"unknown sparse backend {name!r}; choose from {sorted(BACKENDS)} or 'auto'")
     if not is_available(name):
@@ -59,9 +67,21 @@ def resolve_backend_name(name: str) -> str:
     return name
 
 
-def get_backend(name: str = "auto") -> Any:
-    """The (stateless, shared) backend object for ``name``."""
-    name = resolve_backend_name(name)
+def resolve_backend_name(name: str, device: str = "cpu") -> str:
+    """The backend that runs tensors on ``device`` (a device type such as ``cpu`` or ``cuda``):
+    ``auto`` → the first importable one of :data:`FASTEST` for that device; other names are
+    checked and returned."""
+    if name != "auto":
+        return check_backend_name(name)
+    for candidate in FASTEST.get(device, ("torch",)):
+        if is_available(candidate):
+            return candidate
+    return "torch"
+
+
+def get_backend(name: str = "auto", device: str = "cpu") -> Any:
+    """The (stateless, shared) backend object for ``name`` on tensors of ``device`` (its type)."""
+    name = resolve_backend_name(name, device)
     if name not in _INSTANCES:
         module_path, cls_name = BACKENDS[name]
         _INSTANCES[name] = getattr(importlib.import_module(module_path), cls_name)()

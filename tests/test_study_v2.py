@@ -1,0 +1,74 @@
+"""The second study's pilot reading and decision rule, on hand-made run summaries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scipy import stats
+
+from pointseg.analysis.study_v2 import DESIGN, decide, last_third_gain, load_summaries, pilot_summary
+from pointseg.analysis.study_v2_report import BEGIN, END, write_report
+
+
+def summary(arm, seed, tail, head=90.0, std_cos=0.3, curve_tail=(20.0, 30.0, 31.0)):
+    curve = [{"iteration": it, "head": head, "common": 60.0, "tail": t} for it, t in zip((1000, 2000, 3000), curve_tail)]
+    return {"arm": arm, "seed": seed, "commit": "x", "minutes": 1.0, "curve": curve, "loss_ceco": [],
+            "val": {"miou": 50.0, "head": head, "common": 60.0, "tail": tail, "per_class": {}},
+            "collapse": {"equiangular_means": std_cos, "tail_equiangular_means": None}}
+
+
+def write(folder, records):
+    for r in records:
+        (folder / f"{r['arm']}_seed{r['seed']}.json").write_text(json.dumps(r))
+
+
+def test_last_third_gain_compares_the_end_with_two_thirds_of_it():
+    curve = [{"iteration": it, "tail": t} for it, t in [(250, 5.0), (1000, 20.0), (2000, 30.0), (2250, 31.0), (3000, 31.5)]]
+    assert last_third_gain(curve) == pytest.approx(1.5)  # 3000 against 2000
+    assert last_third_gain(curve[:1]) != last_third_gain(curve[:1])  # NaN: one point is no curve
+
+
+def test_pilot_reading_and_seed_count(tmp_path):
+    ce_tail, ceco_tail = [30.0, 34.0, 29.0], [33.0, 35.5, 34.0]
+    write(tmp_path, [summary("ce", s, t) for s, t in enumerate(ce_tail)])
+    write(tmp_path, [summary("ceco", s, t) for s, t in enumerate(ceco_tail)])
+    pilot = pilot_summary(load_summaries(tmp_path))
+    diffs = [b - a for a, b in zip(ce_tail, ceco_tail)]  # 3, 1.5, 5
+    assert pilot["paired_tail_differences"] == pytest.approx(diffs)
+    assert pilot["converged"]  # every CE curve gains 1 point over its last third
+    sd = stats.tstd(diffs)
+    assert pilot["paired_tail_sd"] == pytest.approx(sd)
+    assert pilot["seeds"] == max(3, pilot["seeds_needed"]) and pilot["minimum_detectable_effect"] <= 4.6
+
+
+def test_rule_needs_a_positive_control_before_it_judges_ceco(tmp_path):
+    ce = [30.0, 32.0, 28.0, 31.0]
+    records = [summary("ce", s, t) for s, t in enumerate(ce)]
+    records += [summary("ceco", s, t + d, std_cos=0.25) for s, (t, d) in enumerate(zip(ce, [0.5, -1.0, 1.0, 0.0]))]
+    records += [summary("balanced_softmax", s, t + d, head=89.5) for s, (t, d) in enumerate(zip(ce, [6.0, 5.0, 7.5, 6.5]))]
+    write(tmp_path, records)
+    out = decide(load_summaries(tmp_path))
+    bs = out["comparisons"]["balanced_softmax"]
+    ref = stats.ttest_1samp([6.0, 5.0, 7.5, 6.5], 0.0, alternative="greater")
+    assert bs["tail"]["p"] == pytest.approx(ref.pvalue) and bs["passes"]
+    ceco = out["comparisons"]["ceco"]
+    assert not ceco["checks"]["tail_gain"] and ceco["checks"]["std_cos_falls"]
+    assert out["sensitive"] and out["verdict"].startswith("CeCo does not help")
+    # Without the positive control the same CeCo runs say nothing about CeCo.
+    for s in range(4):
+        (tmp_path / f"balanced_softmax_seed{s}.json").unlink()
+    assert decide(load_summaries(tmp_path))["verdict"].startswith("benchmark could not register")
+
+
+def test_report_block_is_replaced_and_the_rest_kept(tmp_path):
+    write(tmp_path, [summary("ce", s, 30.0 + s) for s in range(3)] + [summary("ceco", s, 31.0 + 2 * s) for s in range(3)])
+    runs = load_summaries(tmp_path)
+    pilot, decision = pilot_summary(runs), decide(runs)
+    doc = tmp_path / "study.md"
+    doc.write_text("# Study\n\nkept text\n")
+    write_report(runs, pilot, decision, doc, 12.0)
+    write_report(runs, pilot, decision, doc, 13.0)
+    text = doc.read_text()
+    assert text.startswith("# Study\n\nkept text\n") and text.count(BEGIN) == 1 and text.count(END) == 1
+    assert "13 min" in text and f"+{DESIGN['target_gain']}" in text
