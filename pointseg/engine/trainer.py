@@ -411,7 +411,7 @@ class Trainer:
     def close(self) -> None:
         """Release the run folder (after stopping the data-loading processes, which share the
         lock's open file); :meth:`train` does this when it ends."""
-        batches, self._batches = self._batches, None
+        batches, self._batches = getattr(self, "_batches", None), None  # None: the build failed first
         shutdown_workers(batches)
         self._lock.release()
 
