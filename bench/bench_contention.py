@@ -73,11 +73,13 @@ def worker(data_root: str, overrides: list[str], run_dir: str, steps: int, warmu
     cfg = load_config(str(Path.cwd() / CONFIG), [f"data.root={data_root}", "train.validate=false",
                                                  "train.progress_bar=false", "train.iterations=100000", *overrides])
     trainer = Trainer(cfg, run_dir, device="cpu")
+    # The trainer's own step, thread tuner included (an older trainer has only train_step).
+    step = getattr(trainer, "timed_step", trainer.train_step)
     for _ in range(warmup):
-        trainer.train_step()
+        step()
     start = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step()
+        step()
     seconds = (time.perf_counter() - start) / steps
     from pointseg.sparse import resolve_backend_name
 
@@ -85,7 +87,8 @@ def worker(data_root: str, overrides: list[str], run_dir: str, steps: int, warmu
     threads = f"auto ({tuner.chosen})" if tuner else torch.get_num_threads()
     info = {"seconds": seconds, "threads": threads, "backend": resolve_backend_name(trainer.model.backbone.backend),
             "num_workers": int(cfg.data.num_workers), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
-    trainer.close()
+    if hasattr(trainer, "close"):
+        trainer.close()
     print("RESULT " + json.dumps(info), flush=True)
 
 

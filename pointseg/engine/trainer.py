@@ -459,6 +459,16 @@ class Trainer:
         self.iteration = iteration
         return {k: v / self.accumulate if self.accumulate > 1 else v for k, v in sums.items()}
 
+    def timed_step(self) -> tuple[dict[str, torch.Tensor], float, int]:
+        """:meth:`train_step` with the thread tuner around it: (losses, wall seconds, threads)."""
+        threads = self.thread_tuner.before_step() if self.thread_tuner else torch.get_num_threads()
+        start = time.perf_counter()
+        losses = self.train_step()
+        seconds = time.perf_counter() - start
+        if self.thread_tuner:
+            self.thread_tuner.after_step(seconds, self._step_points)
+        return losses, seconds, threads
+
     def _reduce_losses(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
         keys = sorted(losses)
         values = torch.stack([losses[k].reshape(()) for k in keys]).to(self.device)
@@ -590,12 +600,7 @@ class Trainer:
             self._val_pending = False
         while self.iteration < self.total:
             lr = current_lr(self.optimizer)
-            threads = self.thread_tuner.before_step() if self.thread_tuner else torch.get_num_threads()
-            t0 = time.perf_counter()
-            losses = self.train_step()
-            seconds = time.perf_counter() - t0
-            if self.thread_tuner:
-                self.thread_tuner.after_step(seconds, self._step_points)
+            losses, seconds, threads = self.timed_step()
             it = self.iteration
             if it % log_every == 0 or it == self.total:
                 last_losses = self._reduce_losses(losses)

@@ -156,6 +156,24 @@ def simplex_etf(
     return (alpha * math.sqrt(k / (k - 1)) * frame).to(dtype)
 
 
+def pool_rows(segment: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Row of each point in a (K + 1)-row table of class sums: its class, or K when ignored.
+
+    Ignored points go to an extra row K that is dropped: no boolean-mask copy of the (N, D)
+    features, whose gather and scatter-back cost more than the pooling itself.
+    """
+    segment = segment.long()
+    rows = torch.where(segment == ignore_index, num_classes, segment)
+    bad = (rows < 0) | (rows > num_classes) | ((segment == num_classes) & (ignore_index != num_classes))
+    if bool(bad.any()):
+        wrong = segment[bad]
+        raise ValueError(
+            f"center_pool: labels must be in 0..{num_classes - 1} or {ignore_index} (ignore); got "
+            f"{wrong.numel()} outside, e.g. {int(wrong[0])}"
+        )
+    return rows
+
+
 def center_pool(
     feat: torch.Tensor,
     segment: torch.Tensor,
@@ -178,17 +196,7 @@ def center_pool(
             f"center_pool: expected feat (N, D) and segment (N,), got {tuple(feat.shape)} "
             f"and {tuple(segment.shape)}"
         )
-    # Ignored points go to an extra row K that is dropped: no boolean-mask copy of the (N, D)
-    # features, whose gather and scatter-back cost more than the pooling itself.
-    segment = segment.long()
-    rows = torch.where(segment == ignore_index, num_classes, segment)
-    bad = (rows < 0) | (rows > num_classes) | ((segment == num_classes) & (ignore_index != num_classes))
-    if bool(bad.any()):
-        wrong = segment[bad]
-        raise ValueError(
-            f"center_pool: labels must be in 0..{num_classes - 1} or {ignore_index} (ignore); got "
-            f"{wrong.numel()} outside, e.g. {int(wrong[0])}"
-        )
+    rows = pool_rows(segment, num_classes, ignore_index)
     sums = feat.new_zeros(num_classes + 1, feat.shape[1]).index_add_(0, rows, feat)[:num_classes]
     counts = torch.bincount(rows, minlength=num_classes + 1)[:num_classes].to(feat.dtype)
     if global_centers and is_distributed(group):
@@ -247,11 +255,13 @@ class CenterReduce(nn.Module):
         norm = self.norm
         n = x.shape[0]
         w = self.weight.to(x.dtype)
-        mean = x.mean(0)
-        xc = x - mean
-        cov = _Gram.apply(xc) / n
+        rows = pool_rows(segment, num_classes, ignore_index)
+        mean, cov, sums = _CenterMoments.apply(x, rows, num_classes + 1)
+        counts = torch.bincount(rows, minlength=num_classes + 1)[:num_classes].to(x.dtype)
+        labels = torch.nonzero(counts > 0).squeeze(1)
+        counts = counts[labels]
+        class_means = sums[labels] / counts[:, None]
         var = ((w @ cov) * w).sum(1)
-        class_means, labels, counts = center_pool(x, segment, num_classes, ignore_index)
         centers = (class_means - mean) @ w.T / torch.sqrt(var + norm.eps)
         if norm.track_running_stats and norm.running_mean is not None:
             with torch.no_grad():
@@ -266,19 +276,49 @@ class CenterReduce(nn.Module):
         return f"in_dim={self.in_dim}, out_dim={self.out_dim}, frozen"
 
 
-class _Gram(torch.autograd.Function):
-    """``xᵀx`` whose backward is one GEMM, ``x (G + Gᵀ)``: autograd's ``mm(x.T, x)`` would treat
-    the two operands as different tensors and pay for two."""
+class _CenterMoments(torch.autograd.Function):
+    """Mean (D,), biased covariance (D, D) and per-row sums (R, D) of x (N, D), in passes over x
+    in row chunks: no (N, D) temporary but the gradient itself.
+
+    Autograd through ``x - mean``, ``xcᵀxc`` and ``index_add_`` would allocate several (N, D)
+    tensors forward and backward, and on CPU the page faults of fresh buffers cost as much as
+    the arithmetic. The backward uses that the covariance's gradient through the mean vanishes
+    (the centered rows sum to zero): ∂L/∂x_i = (x_i − x̄)(G + Gᵀ)/N + ∂L/∂sums[row_i] + ∂L/∂x̄ / N.
+    """
+
+    CHUNK = 1 << 14
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x.T @ x
+    def forward(ctx: Any, x: torch.Tensor, rows: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, ...]:
+        n, d = x.shape
+        mean = x.mean(0)
+        cov = x.new_zeros(d, d)
+        buf = x.new_empty(min(n, _CenterMoments.CHUNK), d)
+        for s in range(0, n, _CenterMoments.CHUNK):
+            chunk = x[s : s + _CenterMoments.CHUNK]
+            xc = torch.sub(chunk, mean, out=buf[: chunk.shape[0]])
+            cov.addmm_(xc.T, xc)
+        cov /= max(n, 1)
+        sums = x.new_zeros(num_rows, d).index_add_(0, rows, x)
+        ctx.save_for_backward(x, rows, mean)
+        return mean, cov, sums
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return x @ (grad + grad.T)
+    def backward(ctx: Any, g_mean: torch.Tensor, g_cov: torch.Tensor, g_sums: torch.Tensor) -> tuple:
+        x, rows, mean = ctx.saved_tensors
+        n = x.shape[0]
+        sym = (g_cov + g_cov.T) / max(n, 1)
+        grad = torch.empty_like(x)
+        buf = x.new_empty(min(n, _CenterMoments.CHUNK), x.shape[1])
+        per_point_mean = g_mean / max(n, 1)
+        for s in range(0, n, _CenterMoments.CHUNK):
+            chunk = x[s : s + _CenterMoments.CHUNK]
+            out = grad[s : s + _CenterMoments.CHUNK]
+            xc = torch.sub(chunk, mean, out=buf[: chunk.shape[0]])
+            torch.mm(xc, sym, out=out)
+            out += g_sums.index_select(0, rows[s : s + _CenterMoments.CHUNK])
+            out += per_point_mean
+        return grad, None, None
 
 
 class CenterProjection(nn.Module):
