@@ -12,6 +12,7 @@ attribute instead of a buffer does not move.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,6 +81,9 @@ def _tensors(obj: Any, path: str, seen: set[int]) -> Iterator[tuple[str, torch.T
     elif isinstance(obj, (list, tuple, set)):
         for i, value in enumerate(obj):
             yield from _tensors(value, f"{path}[{i}]", seen)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # e.g. the kernel-map chunks
+        for field in dataclasses.fields(obj):
+            yield from _tensors(getattr(obj, field.name), f"{path}.{field.name}", seen)
 
 
 def _model(data_root, ceco: dict, backend: str = "torch", train: bool = True) -> torch.nn.Module:
@@ -168,7 +172,7 @@ def test_trainer_amp_step_makes_every_tensor_on_the_data_device(data_root, tmp_p
             losses = trainer.train_step()
             reduced = trainer._reduce_losses(losses)
         assert all(v.device == trainer.device for v in losses.values()) and np.isfinite(reduced["loss"])
-        assert trainer.scaler.get_scale() == 2.0**16  # the scale tensor lives on the data device
+        assert trainer.scaler.get_scale() == 2.0**16  # the step was taken (no overflow)
     finally:
         trainer.close()
 
@@ -178,9 +182,10 @@ def test_sparse_tensor_cache_of_the_torch_backend_is_on_the_data_device(data_roo
     model = _model(data_root, {}, "torch", train=False).eval()
     batch = _batch(data_root)
     captured: dict[str, SparseTensor] = {}
-    model.backbone.register_forward_pre_hook(lambda m, args: captured.__setitem__("x", args[0]))
+    # the stem's input carries the cache every later layer shares (the backbone starts a fresh one)
+    model.backbone.stem.register_forward_pre_hook(lambda m, args: captured.__setitem__("x", args[0]))
     with default_device_elsewhere(), torch.no_grad():
         model(batch)
     cached = list(_tensors(captured["x"].cache, "cache", set()))
-    assert len(cached) > 10  # coordinates and kernel maps of every stride
+    assert sum(path.endswith(".crow") for path, _ in cached) >= 4  # the kernel maps of every stride
     assert all(t.device.type == "cpu" for _, t in cached), [p for p, t in cached if t.device.type != "cpu"]
