@@ -47,10 +47,11 @@ def test_the_timed_training_step_learns_on_the_cpu():
     one small scene lower its loss."""
     gpu_check = _load("gpu_check")
     g = torch.Generator().manual_seed(0)
-    cells = torch.randperm(16**3, generator=g)[:800]
-    coords = torch.stack([torch.zeros_like(cells), cells // 256, cells // 16 % 16, cells % 16], 1).int()
-    segment = (coords[:, 1] // 4 + 4 * (coords[:, 3] // 8)).long()  # 8 spatial classes
-    x = SparseTensor(torch.rand(800, 3, generator=g), coords)
+    # a 64³ grid: the stride-16 layers still hold many voxels (BatchNorm needs more than one)
+    cells = torch.randperm(64**3, generator=g)[:1500]
+    coords = torch.stack([torch.zeros_like(cells), cells // 4096, cells // 64 % 64, cells % 64], 1).int()
+    segment = (coords[:, 1] // 16 + 4 * (coords[:, 3] // 32)).long()  # 8 spatial classes
+    x = SparseTensor(torch.rand(1500, 3, generator=g), coords)
     torch.manual_seed(0)
     net = gpu_check._Net("torch", ceco=True)
     assert net.center_loss is not None and net.center_loss.etf.shape == (512, gpu_check.NUM_CLASSES)
