@@ -6,7 +6,7 @@ TORCH_INDEX ?=
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 
-.PHONY: install install-dev minkowski test bench demo study study-v1 study-scannet200-synthetic clean
+.PHONY: install install-dev minkowski minkowski-cuda-check gpu-check test bench demo study study-v1 study-scannet200-synthetic clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,24 @@ install-dev: $(PY)
 	$(INSTALL_TORCH)
 	$(PIP) install -e ".[spconv,dev]"
 
-# MinkowskiEngine 0.5.4 built from its sdist against this environment's torch (CPU unless nvcc and a
-# CUDA torch are present; MINKOWSKI_CPU_ONLY=1 forces CPU), cached per Python/torch/CUDA.
+# MinkowskiEngine 0.5.4 built from its sdist against this environment's torch: CUDA where the torch
+# is a CUDA build, nvcc is on PATH and a GPU is visible or TORCH_CUDA_ARCH_LIST names the
+# architectures; otherwise CPU (it says why; MINKOWSKI_CPU_ONLY=1 forces CPU). Cached per
+# Python/torch/CUDA version/architectures.
 minkowski: install
 	VENV=$(VENV) tools/install_minkowski.sh
+
+# The CUDA build without a GPU (TORCH_CUDA_ARCH_LIST, default 9.0: H100/H200), imported, with what
+# it was built for. Long (the CUDA sources): not part of CI.
+minkowski-cuda-check: install
+	VENV=$(VENV) TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-9.0}" tools/install_minkowski.sh
+	$(PY) tools/minkowski_info.py --require-cuda
+
+# On a GPU machine: the CUDA tests, backend agreement on CUDA and a MinkUNet34C training step per
+# backend (bench/results/gpu.json), in about 5 minutes; without a GPU it says so and succeeds. Runs
+# on the machine's own Python where no .venv exists (a GPU machine may reach no package index).
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) tools/gpu_check.py
 
 test: install-dev
 	$(PY) -m pytest -q

@@ -231,8 +231,11 @@ class Trainer:
             )
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.sched, self.total)
-        self.amp = bool(self.opts.amp) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # Mixed precision on either device (one code path): float16 on CUDA, bfloat16 on CPU (the
+        # type CPU autocast computes in); the scaler skips any step whose gradients overflowed.
+        self.amp = bool(self.opts.amp)
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
 
         self.batch_size = int(cfg.data.batch_size)
         # Augmentations follow the run's seed unless the config sets data.seed itself.
@@ -441,7 +444,7 @@ class Trainer:
             last_micro = micro == self.accumulate - 1
             sync = contextlib.nullcontext() if last_micro or self.dist.world_size == 1 else self.net.no_sync()
             with sync:
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                     losses = self.net(batch)
                 self._check_finite(losses, iteration)
                 loss = losses["loss"] / self.accumulate if self.accumulate > 1 else losses["loss"]
@@ -508,7 +511,7 @@ class Trainer:
             for batch in batches:
                 scenes = list(batch["name"])
                 batch = self._to_device(batch)
-                with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                     logits = self.model(batch)["logits"]
                 metric.process(logits.argmax(dim=1), batch["segment"])
                 scenes = None

@@ -26,7 +26,7 @@ class TrainConfig:
     iterations: int = param(60000, "[LG] max_epoch 400: 400 epochs of the 1201 train scenes at 8 per step", positive)
     accumulate: int = param(1, "[LG] iter_size: micro-batches per optimizer step", positive)
     grad_clip: Optional[float] = param(None, "[ours] max gradient L2 norm; null: off (clipping changes the optimization the lr was tuned for)", positive)
-    amp: bool = param(False, "[ours] fp16 autocast + GradScaler (CUDA only); off: fp32, the same arithmetic on CPU and GPU")
+    amp: bool = param(False, "[ours] autocast (float16 on CUDA, bfloat16 on CPU) + GradScaler, which skips steps whose gradients overflow; the center branch and the torch backend's convolutions stay float32; off: fp32, the same arithmetic on CPU and GPU")
     sync_bn: Any = param("auto", "[LG] auto: the backbone's BatchNorms synchronized when more than one GPU trains (the center branch's stays per process, [released]); true | false", _sync_bn)
     find_unused_parameters: bool = param(False, "[PyTorch default] DistributedDataParallel option; true only for a model with parameters some steps leave unused")
     log_every: int = param(20, "[ours] iterations between log.jsonl / TensorBoard records: a curve of 3000 points over 60000 iterations", positive)

@@ -55,8 +55,9 @@ class MinkowskiBackend:
             coords[:, 1:] *= x.stride
             map_key, (unique_map, inverse_map) = manager.insert_and_map(coords, [x.stride] * 3)
             n = x.coords.shape[0]
-            identity = unique_map.shape[0] == n and bool(
-                (unique_map.cpu() == torch.arange(n)).all()
+            # compared where the map is (no copy of it to the host)
+            identity = unique_map.shape[0] == n and torch.equal(
+                unique_map, torch.arange(n, dtype=unique_map.dtype, device=unique_map.device)
             )
             perm = None if identity else (unique_map.long(), inverse_map.long())
             x.cache[key] = (map_key, perm)

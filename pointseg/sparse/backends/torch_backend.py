@@ -112,7 +112,8 @@ class PairChunk:
     def scatter_matrix(self, dtype: torch.dtype) -> Tensor:
         values = torch.ones(len(self), dtype=dtype, device=self.col.device)
         return torch.sparse_csr_tensor(
-            self.crow, self.col, values, size=(self.row_stop - self.row_start, len(self)), check_invariants=False
+            self.crow, self.col, values, size=(self.row_stop - self.row_start, len(self)), device=self.col.device,
+            check_invariants=False,
         )
 
 
