@@ -112,7 +112,7 @@ def backend_agreement(backends: list[str]) -> dict:
         return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
     ref_logits, ref_grads = results["torch"]
-    rows = {b: {"logits_rel_err": rel(l, ref_logits), "grads_rel_err": rel(g, ref_grads)} for b, (l, g) in results.items()}
+    rows = {b: {"logits_rel_err": rel(lg, ref_logits), "grads_rel_err": rel(g, ref_grads)} for b, (lg, g) in results.items()}
     ok = all(r["logits_rel_err"] < 1e-4 and r["grads_rel_err"] < 1e-3 for r in rows.values())
     return {"voxels": len(x), "agree": ok, "tolerance": {"logits": 1e-4, "grads": 1e-3}, "backends": rows}
 
