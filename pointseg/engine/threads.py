@@ -1,13 +1,14 @@
 """How many intra-op CPU threads a training process computes with (``train.threads``).
 
-Measured on 2 cores (``bench/bench_contention.py``): the torch backend computes 1.8× faster on
-two threads than on one when the machine is idle, but beside one busy process two OpenMP threads
-stall at every barrier while the scheduler runs the other process on one of their cores, and a
-step takes 3.7× as long as idle, against 1.9× on one thread. OpenMP's passive wait policy does not
-help (the stall is the preempted thread, not the spinning one) and costs 1.6× when idle. No fixed
-count wins in both regimes, so ``auto`` measures: it times a few steps at each candidate count,
-keeps the fastest per point, and measures again every ``period`` steps, so a run follows the load
-of a shared machine.
+Measured on 2 cores (``bench/bench_contention.py``, synthetic config): the torch backend computes
+1.4× faster on two threads than on one when the machine is idle, but beside one busy process two
+OpenMP threads stall at every barrier while the scheduler runs the other process on one of their
+cores, and a step takes 3.5× as long as idle, against 1.0× on one thread. OpenMP's passive wait
+policy only halves the stall (1.9×) and costs 1.35× when idle; a loader process beside two
+threads is itself the competitor. No fixed count wins in both regimes, so ``auto`` measures: it
+times a few steps at each candidate count, keeps the fastest per point (all cores unless another
+count is clearly faster), and measures again every ``period`` steps, so a run follows the load of
+a shared machine.
 
 The thread count changes the order of BatchNorm's reductions, so a run on ``auto`` is exactly
 reproducible only while the chosen counts are; an integer ``train.threads`` keeps every step's
@@ -43,11 +44,14 @@ class ThreadTuner:
     The trainer calls :meth:`before_step` and :meth:`after_step` around every optimizer step.
     """
 
-    def __init__(self, candidates: list[int], period: int = 200, probe_steps: int = 3, warmup: int = 1) -> None:
+    def __init__(
+        self, candidates: list[int], period: int = 200, probe_steps: int = 3, warmup: int = 1, margin: float = 1.15
+    ) -> None:
         if not candidates:
             raise ValueError("ThreadTuner: no candidate thread counts")
         self.candidates = list(candidates)
         self.period, self.probe_steps, self.warmup = int(period), int(probe_steps), int(warmup)
+        self.margin = float(margin)
         self.chosen = self.candidates[0]
         self._steps = 0  # steps seen by this tuner (a resumed run starts a fresh one)
         self._plan: list[int] = []  # thread counts of the probe steps still to run
@@ -79,6 +83,11 @@ class ThreadTuner:
         self._samples[threads].append(seconds / max(1, points))
         if not self._plan:
             per_point = {c: statistics.median(v) for c, v in self._samples.items()}
-            self.chosen = min(per_point, key=per_point.__getitem__)
+            fastest = min(per_point, key=per_point.__getitem__)
+            # The first candidate (all cores: fastest on an idle machine) is kept unless another
+            # count beats it clearly: three steps per count cannot tell a few per cent apart, and
+            # what a busy core costs two threads is a factor of two or more.
+            first = self.candidates[0]
+            self.chosen = first if per_point[first] <= self.margin * per_point[fastest] else fastest
             self.history.append({"step": self._steps, "chosen": self.chosen,
                                  "us_per_point": {c: v * 1e6 for c, v in per_point.items()}})
