@@ -411,7 +411,8 @@ class Trainer:
     def close(self) -> None:
         """Release the run folder (after stopping the data-loading processes, which share the
         lock's open file); :meth:`train` does this when it ends."""
-        batches, self._batches = self._batches, None
+        batches = getattr(self, "_batches", None)  # absent when the build failed
+        self._batches = None
         shutdown_workers(batches)
         self._lock.release()
 
