@@ -144,11 +144,13 @@ def differing_tensors(a: Path, b: Path) -> list[str]:
 
 
 def main() -> dict:
+    from pointseg.preprocessing.preprocess import preprocess_scannet200
     from pointseg.synthetic import generate_synthetic_scannet
 
     work = Path(tempfile.mkdtemp(prefix="bench_preemption_"))
     try:
-        generate_synthetic_scannet(work / "data", train=SCENES, val=VAL_SCENES, test=0, seed=SEED, vertices=VERTICES, progress=False)
+        generate_synthetic_scannet(work / "raw", train=SCENES, val=VAL_SCENES, test=0, seed=SEED, vertices=VERTICES, progress=False)
+        preprocess_scannet200(work / "raw", work / "data", progress=False)
         total = ITERATIONS or int(load_config(CONFIG).train.iterations)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
 
