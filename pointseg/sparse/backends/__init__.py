@@ -46,9 +46,10 @@ def available_backends() -> list[str]:
 
 
 # The fastest backend for tensors on each device type, in order of preference among those that
-# import. CPU: the torch backend, 1.8x spconv's CPU path on the synthetic config and 2.0x on a
-# MinkUNet34C ScanNet room (bench_contention.py, bench_profile.py; spconv's implicit GEMM is a
-# CUDA kernel, its CPU path gathers and scatters per offset). CUDA: spconv, then MinkowskiEngine,
+# import. CPU: the torch backend, 1.2x the speed of spconv's CPU path on the synthetic config and
+# 1.1-1.3x on a MinkUNet34C ScanNet room at 2 threads (bench_contention.py, bench_backbone.py,
+# bench_profile.py; spconv's implicit GEMM is a CUDA kernel, its CPU path gathers and scatters
+# per offset and gains little from a second thread). CUDA: spconv, then MinkowskiEngine,
 # as the field measures them (spconv 2's implicit GEMM; Pointcept's and spconv's benchmarks).
 FASTEST: dict[str, tuple[str, ...]] = {"cpu": ("torch",), "cuda": ("spconv", "minkowski", "torch")}
 
