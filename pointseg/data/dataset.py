@@ -68,7 +68,7 @@ class DataConfig:
     loop: int = param(1, "[ours] passes over the scene list per training epoch; 1: an epoch is the scene list once", positive)
     sampler: str = param("uniform", "[ours] uniform: every scene once per epoch; repeat_factor: class-aware repeat-factor sampling (Gupta et al., LVIS, CVPR 2019) over scenes", _sampler)
     repeat_threshold: float = param(0.5, "[ours] RFS threshold t: a class in a share f < t of the train scenes repeats its scenes sqrt(t / f) times per epoch ([LVIS] 0.001 over 1,203 classes; 0.5 repeats the long-tail benchmark's rarest class ~3.3x)", positive)
-    train_transforms: Optional[list] = param(None, "[LG] list of {name, ...}; null: the baseline's augmentations (transforms.default_train_transforms)", _transforms)
+    train_transforms: Optional[list] = param(None, "[LG] list of {name, ...}; null: the baseline's augmentations (transforms.default_train_transforms); PasteTailInstances first: [LG] tail-instance pasting; see Transforms below", _transforms)
     test_transforms: Optional[list] = param(None, "[LG] list of {name, ...}; null: the baseline's test-time steps (transforms.default_test_transforms)", _transforms)
 
 
@@ -130,14 +130,22 @@ class ScanNet200Dataset(Dataset):
         return self.transforms(data, self.rng(index))
 
 
-def _fill_pipeline(items: list[dict], mode: str, voxel_size: float, features: list[str], fragments: bool) -> list[dict]:
-    """Copy of ``items`` with the config's voxel size / features filled in and the voxel mode (and,
-    in test mode, the fragment output) set."""
+def _fill_pipeline(
+    items: list[dict], mode: str, voxel_size: float, features: list[str], fragments: bool, root: str, split: str
+) -> list[dict]:
+    """Copy of ``items`` with the config's voxel size / features filled in, the voxel mode (and,
+    in test mode, the fragment output) set, and instance pasting given the data folder and split
+    its bank is cut from."""
     out = []
     for item in items:
         item = dict(item)
         name = item.get("name")
-        if name == "Voxelize":
+        if name == "PasteTailInstances":
+            if mode != "train":
+                raise ValueError("data: PasteTailInstances is a training augmentation; it belongs in train_transforms only")
+            item.setdefault("root", str(root))
+            item.setdefault("split", split)
+        elif name == "Voxelize":
             if float(item.setdefault("voxel_size", voxel_size)) != float(voxel_size):
                 raise ValueError(
                     f"data: Voxelize voxel_size {item['voxel_size']} differs from data.voxel_size {voxel_size}"
@@ -161,9 +169,12 @@ def in_channels(features: Sequence[str]) -> int:
     return sum(FEATURES[f] for f in features)
 
 
-def pipeline(data_cfg: Mapping[str, Any] | Any, mode: str, fragments: bool = False) -> Compose:
-    """The transforms of ``mode`` that a ``data`` section describes (the ``root`` is not read):
-    the dataset's, and ``pointseg-predict``'s for scans outside any dataset folder."""
+def pipeline(
+    data_cfg: Mapping[str, Any] | Any, mode: str, fragments: bool = False, root: str | None = None, split: str = "train"
+) -> Compose:
+    """The transforms of ``mode`` that a ``data`` section describes: the dataset's (``root`` and
+    ``split``: where instance pasting cuts its bank), and ``pointseg-predict``'s for scans outside
+    any dataset folder."""
     cfg = typed(DataConfig, data_cfg, "data")
     validate_section(DataConfig, cfg, "data")
     voxel_size, features = float(cfg.voxel_size), list(cfg.features)
@@ -171,7 +182,7 @@ def pipeline(data_cfg: Mapping[str, Any] | Any, mode: str, fragments: bool = Fal
         items = cfg.train_transforms if cfg.train_transforms is not None else default_train_transforms(voxel_size, features)
     else:
         items = cfg.test_transforms if cfg.test_transforms is not None else default_test_transforms(voxel_size, features)
-    return build_transforms(_fill_pipeline(list(to_container(items)), mode, voxel_size, features, fragments))
+    return build_transforms(_fill_pipeline(list(to_container(items)), mode, voxel_size, features, fragments, root, split))
 
 
 def build_dataset(
@@ -193,7 +204,7 @@ def build_dataset(
     return ScanNet200Dataset(
         cfg.root,
         split,
-        pipeline(cfg, mode, fragments),
+        pipeline(cfg, mode, fragments, cfg.root, split),
         mode,
         seed=0 if cfg.seed is None else int(cfg.seed),
         loop=int(cfg.loop) if mode == "train" else 1,

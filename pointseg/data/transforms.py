@@ -17,7 +17,10 @@ import numpy as np
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+from scipy.spatial import cKDTree
 
+from pointseg import meta
+from pointseg.data.instance_bank import CLASS_SPECS, InstanceBank, instance_bank, select_classes
 from pointseg.data.voxelize import fragments as voxel_fragments
 from pointseg.data.voxelize import voxelize_points
 from pointseg.utils.schema import check_registry_list
@@ -314,6 +317,142 @@ class Voxelize:
         return out
 
 
+class PasteTailInstances:
+    """Tail-instance pasting ([LG] ``sample_tail_instances``; CeCo's "Ins. Samp." row): with
+    probability ``probability``, up to ``max_instances`` instances of the ``classes`` drawn from the
+    bank of the training scenes (``pointseg.data.instance_bank``) are pasted on free floor of the
+    scene, with their colours, normals and class.
+
+    Each instance: a class uniform among the bank's classes, an instance uniform among its
+    instances, a yaw uniform in (-π, π) (``rotate``), then up to ``attempts`` positions, each the
+    (x, y) of a random floor point (class ``floor``); the first position where no point of the
+    scene other than the floor (nor of an instance pasted before) lies within ``margin`` (in x-y,
+    so in 3-D too) of any of the instance's points is taken, with the instance's lowest point at
+    the floor height (the median z of the floor points). An instance that finds no free position
+    is not pasted, and a scene without floor points gets none. ``classes``: ``head`` / ``common``
+    / ``tail`` (the ScanNet200 split table), ``quantile`` (present classes with at most the
+    ``quantile`` quantile of the training point counts), or a list of class indices.
+
+    Where it differs from [LG] (``add_instances_to_cloud``): [LG] draws the class by a weight file
+    and places the box centre at a random (x, y) of the scene's bounding box on a max-filtered
+    height map (on top of whatever stands there), rejecting positions whose bounding box meets
+    an annotated instance's box, and after ``max_instance_placing_iterations`` (50) failures it
+    pastes at the last position anyway; here an instance stands only on free floor or is left
+    out, and the freedom test is against every point, not boxes. Every draw comes from ``rng``,
+    so a sample stays a pure function of (seed, epoch, index). ``root`` and ``split`` (the training
+    data) are filled in by ``build_dataset`` from ``data.root``.
+    """
+
+    # Per-point arrays a pasted instance extends; any other per-point array is an error.
+    KEYS = ("coord", "color", "normal", "segment", "instance")
+
+    def __init__(
+        self,
+        classes: str | Sequence[int] = "tail",
+        max_instances: int = 5,
+        probability: float = 1.0,
+        margin: float = 0.05,
+        attempts: int = 50,
+        rotate: bool = True,
+        min_points: int = 20,
+        quantile: float = 1 / 3,
+        root: str | None = None,
+        split: str = "train",
+    ) -> None:
+        if isinstance(classes, str) and classes not in CLASS_SPECS:
+            raise ValueError(f"classes must be one of {list(CLASS_SPECS)} or a list of class indices, got {classes!r}")
+        if not isinstance(classes, str):
+            classes = select_classes(list(classes))
+        if int(max_instances) < 1 or int(attempts) < 1 or int(min_points) < 1:
+            raise ValueError("max_instances, attempts and min_points must be >= 1")
+        if not 0.0 <= float(probability) <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {probability}")
+        if not float(margin) >= 0.0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        if not 0.0 < float(quantile) <= 1.0:
+            raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+        self.classes = classes
+        self.max_instances, self.attempts, self.min_points = int(max_instances), int(attempts), int(min_points)
+        self.probability, self.margin, self.quantile = float(probability), float(margin), float(quantile)
+        self.rotate = bool(rotate)
+        self.root, self.split = root, split
+        self._class_ids: tuple[int, ...] | None = None
+        self._floor = meta.class_table().name.index("floor")
+
+    def bank(self) -> InstanceBank:
+        """The bank (built or read once per process; kept out of the transform, so that pickling
+        the pipeline for a loader worker never copies it)."""
+        if self.root is None:
+            raise ValueError("PasteTailInstances: root (the data folder) is not set; build_dataset sets it from data.root")
+        if self._class_ids is None:
+            self._class_ids = select_classes(self.classes, self.root, self.split, self.quantile)
+        return instance_bank(self.root, self.split, self._class_ids, self.min_points)
+
+    def _check(self, data: Sample) -> int:
+        n = len(data["coord"])
+        name = data.get("name", "?")
+        if "segment" not in data:
+            raise ValueError(f"PasteTailInstances: scene {name!r} has no labels (a training transform)")
+        for k, v in data.items():
+            if isinstance(v, np.ndarray) and v.ndim and len(v) == n and k not in self.KEYS:
+                raise ValueError(
+                    f"PasteTailInstances: scene {name!r} has the per-point array {k!r}, which a pasted "
+                    "instance cannot extend; put PasteTailInstances before ToFeature and Voxelize"
+                )
+        return n
+
+    def __call__(self, data: Sample, rng: np.random.Generator) -> Sample:
+        if rng.random() >= self.probability:
+            return data
+        self._check(data)
+        floor = np.flatnonzero(data["segment"] == self._floor)
+        if floor.size == 0:
+            return data
+        bank = self.bank()
+        coord = data["coord"]
+        height = float(np.median(coord[floor, 2]))
+        others = np.flatnonzero(data["segment"] != self._floor)
+        # scipy's k-d tree answers "is any point within the margin" exactly; occupancy grids would round it.
+        obstacles = [cKDTree(coord[others, :2])] if others.size else []
+        classes = bank.classes
+        pasted: list[tuple[int, dict[str, np.ndarray]]] = []
+        for _ in range(self.max_instances):
+            cls = int(classes[rng.integers(classes.size)])
+            members = bank.of_class(cls)
+            inst = bank.instance(int(members[rng.integers(members.size)]))
+            if self.rotate:
+                rot = rotation_matrix(0.0, 0.0, rng.uniform(-math.pi, math.pi))
+                inst["coord"] = _apply_linear(inst["coord"], rot)
+                inst["normal"] = _apply_linear(inst["normal"], rot)
+            for _ in range(self.attempts):
+                x, y = coord[floor[rng.integers(floor.size)], :2]
+                xy = inst["coord"][:, :2] + np.array([x, y], dtype=np.float32)
+                if all(np.isinf(tree.query(xy, distance_upper_bound=self.margin)[0]).all() for tree in obstacles):
+                    inst["coord"][:, :2] = xy
+                    inst["coord"][:, 2] += np.float32(height)
+                    obstacles.append(cKDTree(xy))
+                    pasted.append((cls, inst))
+                    break
+        return _append_instances(data, pasted) if pasted else data
+
+
+def _append_instances(data: Sample, pasted: list[tuple[int, dict[str, np.ndarray]]]) -> Sample:
+    """``data`` with the pasted instances' points appended: their class as ``segment``, new ids
+    after the scene's as ``instance``."""
+    sizes = [len(inst["coord"]) for _, inst in pasted]
+    out = dict(data)
+    for key in ("coord", "color", "normal"):
+        if key in data:
+            out[key] = np.concatenate([data[key], *(inst[key].astype(data[key].dtype) for _, inst in pasted)])
+    labels = np.repeat(np.array([cls for cls, _ in pasted], dtype=np.int64), sizes)
+    out["segment"] = np.concatenate([data["segment"], labels.astype(data["segment"].dtype)])
+    if "instance" in data:
+        first = int(data["instance"].max(initial=-1)) + 1
+        ids = np.repeat(np.arange(first, first + len(pasted), dtype=np.int64), sizes)
+        out["instance"] = np.concatenate([data["instance"], ids.astype(data["instance"].dtype)])
+    return out
+
+
 # name → class, the names a config may use
 TRANSFORMS: dict[str, Callable[..., Any]] = {
     "ElasticDistortion": ElasticDistortion,
@@ -326,6 +465,7 @@ TRANSFORMS: dict[str, Callable[..., Any]] = {
     "NormalizeColor": NormalizeColor,
     "ToFeature": ToFeature,
     "Voxelize": Voxelize,
+    "PasteTailInstances": PasteTailInstances,
 }
 
 

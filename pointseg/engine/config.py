@@ -56,7 +56,7 @@ class ExperimentConfig:
     data: DataConfig = param(DataConfig(), "")
     model: ModelConfig = param(ModelConfig(), "")
     ceco: CecoConfig = param(CecoConfig(), "")
-    loss: list = param(DEFAULT_LOSS, "[LG] point losses [{name, weight, ...}]: cross_entropy, lovasz, dice, focal; long-tail: logit_adjusted (Menon et al. ICLR 2021), balanced_softmax (Ren et al. NeurIPS 2020), class weights from stats.json (Cui et al. CVPR 2019); see Losses below", check_losses)
+    loss: list = param(DEFAULT_LOSS, "[LG] point losses [{name, weight, ...}]: cross_entropy, lovasz, dice, focal; long-tail: logit_adjusted (Menon et al. ICLR 2021), balanced_softmax (Ren et al. NeurIPS 2020), class weights from stats.json (Cui et al. CVPR 2019), cross_entropy balanced_sampling ([LG] per-category balanced point sampling); see Losses below", check_losses)
     optim: OptimConfig = param(OptimConfig(), "")
     sched: SchedConfig = param(SchedConfig(), "")
     train: TrainConfig = param(TrainConfig(), "")
