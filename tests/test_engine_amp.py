@@ -36,7 +36,14 @@ def test_amp_step_autocasts_the_point_head_keeps_the_center_branch_float32_and_m
     model.classifier.register_forward_hook(lambda m, i, o: dtypes.__setitem__("logits", o.dtype))
     # Inside the center branch autocast is off: its Linear layers would otherwise return bfloat16.
     ceco = model.center_loss
-    ceco.reduce.register_forward_hook(lambda m, i, o: dtypes.__setitem__("reduce", o.dtype))
+    pooled = ceco.reduce.pooled  # the reduce + BatchNorm + pooling, computed on the centers
+
+    def record_pooled(*args, **kwargs):
+        out = pooled(*args, **kwargs)
+        dtypes["reduce"] = out[0].dtype
+        return out
+
+    ceco.reduce.pooled = record_pooled
     ceco.projection.register_forward_hook(lambda m, i, o: dtypes.__setitem__("projection", o.dtype))
 
     before = _params(amp)

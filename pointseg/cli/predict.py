@@ -38,10 +38,10 @@ import torch
 from pointseg.cli.common import USER_ERRORS, add_common, parse_with_overrides, run_command
 from pointseg.data.scan_frame import UNITS_PER_METRE, UP_AXES
 from pointseg.data.scan_io import WRITE_FORMATS, Scan, output_path, read_scan, write_labelled_scan
+from pointseg.engine.predictor import Predictor, class_counts, load_predictor, scan_input, scannet_labels
 from pointseg.evaluation.chunks import predict_chunked
 from pointseg.evaluation.inference import tta_views
 from pointseg.evaluation.label_map import read_label_map
-from pointseg.evaluation.predictor import Predictor, class_counts, load_predictor, scan_input, scannet_labels
 from pointseg.utils.errors import one_line
 from pointseg.utils.io import atomic_write_text
 
