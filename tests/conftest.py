@@ -40,14 +40,19 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def tiny_backbone(monkeypatch):
-    """Register MinkUNetTiny; run on one thread (on a shared 2-core machine, two OpenMP threads
-    spin-wait and tiny ops slow down tenfold; results are the same)."""
-    monkeypatch.setitem(BACKBONES, TINY, MinkUNetTiny)
+def one_thread():
+    """Run on one thread (on a shared 2-core machine, two OpenMP threads spin-wait and tiny ops
+    slow down tenfold; results are the same), and restore the count after."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_backbone(monkeypatch, one_thread):
+    """Register MinkUNetTiny; run on one thread (``one_thread``)."""
+    monkeypatch.setitem(BACKBONES, TINY, MinkUNetTiny)
 
 
 @pytest.fixture(scope="module")

@@ -68,12 +68,8 @@ REACH = 4
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine two OpenMP threads spin-wait (see conftest)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one thread (conftest.one_thread)."""
 
 
 def test_plans_tile_the_scan_within_the_budget() -> None:

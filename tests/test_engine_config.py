@@ -34,12 +34,8 @@ train: {iterations: 100, log_every: 10}
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Model construction only; one thread avoids OpenMP spin-waits on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one thread (conftest.one_thread)."""
 
 
 def _write(folder: Path, name: str, text: str) -> Path:

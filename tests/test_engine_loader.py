@@ -89,45 +89,43 @@ def test_thread_tuner_keeps_the_fastest_count_per_point_and_measures_again():
     assert candidate_counts(2, 0) == [2, 1]
     assert candidate_counts(16, 0) == [16, 8, 1]
     assert candidate_counts(2, 1) == [1]
-    threads = torch.get_num_threads()
-    try:
-        tuner = ThreadTuner([2, 1], period=10, probe_steps=2, warmup=1)
-        # Seconds per point of each count: 2 threads twice as fast while idle, slower while busy.
-        cost = {"idle": {2: 1.0, 1: 2.0}, "busy": {2: 4.0, 1: 2.2}}
-        seen = []
+    tuner = ThreadTuner([2, 1], period=10, probe_steps=2, warmup=1)
+    # Seconds per point of each count: 2 threads twice as fast while idle, slower while busy.
+    cost = {"idle": {2: 1.0, 1: 2.0}, "busy": {2: 4.0, 1: 2.2}}
+    seen = []
 
-        def step(load: str, points: int = 1000) -> None:
-            n = tuner.before_step()
-            seen.append(n)
-            assert torch.get_num_threads() == n
-            tuner.after_step(cost[load][n] * points, points)
+    def step(load: str, points: int = 1000) -> None:
+        n = tuner.before_step()
+        seen.append(n)
+        assert torch.get_num_threads() == n
+        tuner.after_step(cost[load][n] * points, points)
 
-        step("idle")  # warm-up step at the first candidate
-        for _ in range(4):  # the probe: 2 steps at 2 threads, 2 at 1; batches of other sizes
-            step("idle", points=500 + 100 * len(seen))
-        assert seen == [2, 2, 2, 1, 1] and tuner.chosen == 2
-        for _ in range(6):
-            step("busy")
-        assert seen[5:] == [2] * 6  # no measurement before the period is over
-        for _ in range(4):
-            step("busy")  # the second probe, under load
-        assert seen[11:] == [2, 2, 1, 1] and tuner.chosen == 1
-        assert [h["chosen"] for h in tuner.history] == [2, 1]
+    step("idle")  # warm-up step at the first candidate
+    for _ in range(4):  # the probe: 2 steps at 2 threads, 2 at 1; batches of other sizes
+        step("idle", points=500 + 100 * len(seen))
+    assert seen == [2, 2, 2, 1, 1] and tuner.chosen == 2
+    for _ in range(6):
         step("busy")
-        assert seen[-1] == 1
-    finally:
-        torch.set_num_threads(threads)
+    assert seen[5:] == [2] * 6  # no measurement before the period is over
+    for _ in range(4):
+        step("busy")  # the second probe, under load
+    assert seen[11:] == [2, 2, 1, 1] and tuner.chosen == 1
+    assert [h["chosen"] for h in tuner.history] == [2, 1]
+    step("busy")
+    assert seen[-1] == 1
+    # A count only slightly faster than all cores (10 % < the 15 % margin) does not win.
+    close = ThreadTuner([2, 1], period=10, probe_steps=1, warmup=0)
+    for seconds_per_point in (1.0, 0.9):  # 2 threads, then 1
+        close.before_step()
+        close.after_step(seconds_per_point * 100, 100)
+    assert close.history[-1]["us_per_point"] == pytest.approx({2: 1e6, 1: 9e5}) and close.chosen == 2
 
 
 def test_run_says_which_backend_and_threads_auto_chose(tmp_path, data_root):
     cfg = tiny_config(data_root, iterations=1, threads="auto")
     cfg.model.backend = "auto"
-    threads = torch.get_num_threads()
-    try:
-        trainer = Trainer(cfg, tmp_path / "run", device="cpu")
-        trainer.train()
-    finally:
-        torch.set_num_threads(threads)
+    trainer = Trainer(cfg, tmp_path / "run", device="cpu")  # the thread count is restored by one_thread
+    trainer.train()
     head = (tmp_path / "run" / "config.yaml").read_text().splitlines()[:2]
     assert head == ["# model.backend: auto -> torch on cpu",
                     f"# train.threads: auto -> chosen online among {trainer.thread_tuner.candidates}"]

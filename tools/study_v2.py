@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -69,7 +70,7 @@ def main() -> None:
 
     def save_time() -> float:
         minutes = before + (time.perf_counter() - started) / 60
-        atomic_write_text(timing, json.dumps({"minutes": minutes, "cores": __import__("os").cpu_count()}) + "\n")
+        atomic_write_text(timing, json.dumps({"minutes": minutes, "cores": os.cpu_count()}) + "\n")
         return minutes
 
     if not (data / "stats.json").exists():
