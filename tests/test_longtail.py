@@ -256,3 +256,30 @@ def test_compact_preset_shrinks_only_the_room():
     small = [len(longtail.build_longtail_scene(p, 0, compact).vertices) for p in plans]
     large = [len(longtail.build_longtail_scene(p, 0, v1).vertices) for p in plans]
     assert sum(small) < 0.8 * sum(large)
+
+
+def test_small_preset_resizes_only_the_large_head_objects():
+    compact, small = longtail.PRESETS["compact"], longtail.PRESETS["small"]
+    resized = {name for name, _, _ in small.resize}
+    assert resized == {"couch", "refrigerator", "cabinet"}
+    assert all(meta.class_table().split[meta.class_table().name.index(n)] == "head" for n in resized)
+    before = {s.name: s for s in longtail.benchmark_specs(compact)}
+    after = {s.name: s for s in longtail.benchmark_specs(small)}
+    for name in before:
+        same = np.array_equal(before[name].size_lo, after[name].size_lo) and np.array_equal(before[name].size_hi, after[name].size_hi)
+        assert same == (name not in resized), name
+        if name in resized:  # smaller along every axis
+            assert np.all(after[name].size_hi <= before[name].size_hi), name
+    plans = longtail.plan_longtail(8, 0, 0, seed=0, config=small)
+    assert plans == longtail.plan_longtail(8, 0, 0, seed=0, config=compact)  # same objects in every scene
+    smaller = [len(longtail.build_longtail_scene(p, 0, small).vertices) for p in plans]
+    larger = [len(longtail.build_longtail_scene(p, 0, compact).vertices) for p in plans]
+    assert sum(smaller) < 0.7 * sum(larger)
+
+
+def test_resize_names_benchmark_classes_and_keeps_the_thickness_check():
+    with pytest.raises(ValueError, match="not in the benchmark"):
+        longtail.BenchmarkConfig(resize=(("sofa", (1, 1, 1), (2, 2, 2)),))
+    thin = longtail.BenchmarkConfig(resize=(("couch", (1.0, 0.1, 0.5), (1.2, 0.2, 0.6)),))
+    with pytest.raises(ValueError, match="couch"):
+        longtail.benchmark_specs(thin)

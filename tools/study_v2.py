@@ -5,7 +5,7 @@
 Design and decision rule: docs/study.md ("Second study"), fixed before the runs and held as data
 in pointseg.analysis.study_v2. Steps:
 
-1. the compact long-tailed benchmark (tools/make_longtail_scannet.py --preset compact), preprocessed;
+1. the long-tailed benchmark in the rooms of DESIGN['preset'] (tools/make_longtail_scannet.py --preset), preprocessed;
 2. the pilot: CE and CE + CeCo, seeds 0-2, at the schedule under test; from them
    ``RESULTS/pilot.json``: whether CE's val tail mIoU has converged (gains < 2 points over the
    last third of training) and how many seeds the rule needs to see a 4.6-point tail gain with
@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--pilot-only", action="store_true", help="stop after the pilot")
     args = ap.parse_args()
     out, results, doc = (p if p.is_absolute() else ROOT / p for p in (args.out, args.results, args.doc))
+    out = out / DESIGN["preset"]  # data and runs of one benchmark never mix with another's
     data = out / "data"
     results.mkdir(parents=True, exist_ok=True)
     commit = git_commit_id()
