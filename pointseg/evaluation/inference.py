@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pointseg.data.collate import Batch, make_batch, to_device
+
 # One fragment: voxel coordinates, features and the point each voxel row stands for:
 # grid_coord int32 (M,3), feat float32 (M,C), and either index int64 (M,) (each voxel row
 # predicts that point) or inverse int64 (N,) (every point takes its voxel row's prediction).
@@ -64,20 +66,10 @@ def apply_view(data: dict, view: TTAView) -> dict:
     return out
 
 
-def fragment_batch(fragment: Fragment, device: torch.device | str = "cpu") -> dict:
-    """A batch of one fragment in the layout of ``pointseg.data.collate`` (docs/design.md).
-
-    Built here rather than with ``collate`` because at test time no scene may be dropped by the
-    training point budget, and a single scene needs no concatenation.
-    """
-    grid = np.asarray(fragment["grid_coord"], dtype=np.int32)
-    coords = np.empty((grid.shape[0], 4), dtype=np.int32)
-    coords[:, 0] = 0
-    coords[:, 1:] = grid
-    return {
-        "coords": torch.from_numpy(coords).to(device),
-        "feat": torch.from_numpy(np.ascontiguousarray(fragment["feat"], dtype=np.float32)).to(device),
-    }
+def fragment_batch(fragment: Fragment, device: torch.device | str = "cpu") -> Batch:
+    """The batch of one fragment, laid out by training's ``make_batch`` (docs/design.md), without
+    ``collate``'s voxel budget: at test time no scene may be dropped."""
+    return to_device(make_batch([fragment]), device)
 
 
 @torch.no_grad()

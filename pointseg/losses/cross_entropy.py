@@ -12,8 +12,8 @@ from torch import nn
 
 from pointseg.data.stats import ClassCounts
 
-from ._common import IGNORE_INDEX, at_least_float32, check_logits_target, valid_points, zero_loss
 from .class_balance import resolve_class_weight
+from .point import IGNORE_INDEX, at_least_float32, valid_points, zero_loss
 
 # The keys of ``balanced_sampling``.
 BALANCED_SAMPLING_KEYS = ("points_per_class",)
@@ -99,15 +99,15 @@ class CrossEntropyLoss(nn.Module):
         return isinstance(kwargs.get("class_weight"), str)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_logits_target("cross_entropy", logits, target)
+        labelled = valid_points("cross_entropy", logits, target, self.ignore_index)
         if self.class_weight is not None and self.class_weight.numel() != logits.shape[1]:
             raise ValueError(
                 f"cross_entropy: class_weight has {self.class_weight.numel()} values "
                 f"for {logits.shape[1]} classes"
             )
-        logits, target = valid_points(logits, target, self.ignore_index)
-        if target.numel() == 0:
+        if labelled is None:
             return zero_loss(logits)
+        logits, target = labelled
         if self.points_per_class is not None and self.training:
             seed = int(torch.randint(0, 2**62, (1,)))  # torch's global CPU generator: restored on resume
             generator = torch.Generator(device=target.device).manual_seed(seed)

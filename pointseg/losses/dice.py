@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import IGNORE_INDEX, at_least_float32, check_logits_target, valid_points, zero_loss
+from .point import IGNORE_INDEX, at_least_float32, valid_points, zero_loss
 
 
 class DiceLoss(nn.Module):
@@ -25,10 +25,10 @@ class DiceLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_logits_target("dice", logits, target)
-        logits, target = valid_points(logits, target, self.ignore_index)
-        if target.numel() == 0:
+        labelled = valid_points("dice", logits, target, self.ignore_index)
+        if labelled is None:
             return zero_loss(logits)
+        logits, target = labelled
         num_classes = logits.shape[1]
         prob = F.softmax(at_least_float32(logits), dim=1)
         onehot = F.one_hot(target, num_classes).to(prob)

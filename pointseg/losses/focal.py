@@ -13,8 +13,8 @@ from torch import nn
 
 from pointseg.data.stats import ClassCounts
 
-from ._common import IGNORE_INDEX, at_least_float32, check_logits_target, valid_points, zero_loss
 from .class_balance import resolve_class_weight
+from .point import IGNORE_INDEX, at_least_float32, valid_points, zero_loss
 
 
 class FocalLoss(nn.Module):
@@ -50,10 +50,10 @@ class FocalLoss(nn.Module):
         return isinstance(kwargs.get("alpha"), str)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_logits_target("focal", logits, target)
-        logits, target = valid_points(logits, target, self.ignore_index)
-        if target.numel() == 0:
+        labelled = valid_points("focal", logits, target, self.ignore_index)
+        if labelled is None:
             return zero_loss(logits)
+        logits, target = labelled
         log_p = F.log_softmax(at_least_float32(logits), dim=1).gather(1, target[:, None]).squeeze(1)
         loss = -((1.0 - log_p.exp()).clamp(min=0.0) ** self.gamma) * log_p
         if self.alpha is not None:

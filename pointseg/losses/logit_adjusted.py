@@ -18,8 +18,8 @@ from torch import nn
 
 from pointseg.data.stats import ClassCounts
 
-from ._common import IGNORE_INDEX, at_least_float32, check_logits_target, valid_points, zero_loss
 from .class_balance import resolve_log_prior
+from .point import IGNORE_INDEX, at_least_float32, valid_points, zero_loss
 
 
 class LogitAdjustedLoss(nn.Module):
@@ -54,12 +54,12 @@ class LogitAdjustedLoss(nn.Module):
         return isinstance(kwargs.get("prior", "points"), str)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_logits_target(self.name, logits, target)
+        labelled = valid_points(self.name, logits, target, self.ignore_index)
         if self.log_prior.numel() != logits.shape[1]:
             raise ValueError(f"{self.name}: the prior has {self.log_prior.numel()} classes, the logits {logits.shape[1]}")
-        logits, target = valid_points(logits, target, self.ignore_index)
-        if target.numel() == 0:
+        if labelled is None:
             return zero_loss(logits)
+        logits, target = labelled
         logits = at_least_float32(logits)
         return F.cross_entropy(logits + self.tau * self.log_prior.to(logits.dtype), target)
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import IGNORE_INDEX, at_least_float32, check_logits_target, valid_points, zero_loss
+from .point import IGNORE_INDEX, at_least_float32, valid_points, zero_loss
 
 
 def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
@@ -48,8 +48,8 @@ class LovaszLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_logits_target("lovasz", logits, target)
-        logits, target = valid_points(logits, target, self.ignore_index)
-        if target.numel() == 0:
+        labelled = valid_points("lovasz", logits, target, self.ignore_index)
+        if labelled is None:
             return zero_loss(logits)
+        logits, target = labelled
         return lovasz_softmax_flat(F.softmax(at_least_float32(logits), dim=1), target)

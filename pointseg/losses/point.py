@@ -1,4 +1,5 @@
-"""Helpers shared by the segmentation losses: input checks and the ignore-label mask."""
+"""The prologue every point loss shares: input checks, the labelled points, and the loss of a batch
+without one: a zero with a graph, as NaN would stop training and a constant cannot backpropagate."""
 
 from __future__ import annotations
 
@@ -20,23 +21,33 @@ def check_logits_target(name: str, logits: torch.Tensor, target: torch.Tensor) -
 
 
 def valid_points(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and int64 targets of the labelled points; a label outside 0..K-1 is an error."""
+    name: str, logits: torch.Tensor, target: torch.Tensor, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Logits and int64 targets of the labelled points, or None when no point is labelled.
+
+    A label that is neither a class (0..K-1) nor ``ignore_index`` is an error, not ignored: it
+    means the label space and the model disagree, which silently skipping points would hide.
+    """
+    check_logits_target(name, logits, target)
     target = target.long()
     keep = target != ignore_index
     logits, target = logits[keep], target[keep]
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
+    if target.numel() == 0:
+        return None
+    num_classes = logits.shape[1]
+    low, high = int(target.min()), int(target.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
         raise ValueError(
-            f"labels must be in 0..{logits.shape[1] - 1} or {ignore_index} (ignore); "
-            f"got range {int(target.min())}..{int(target.max())}"
+            f"{name}: label {bad} is out of range for {num_classes} classes "
+            f"(labels must be in 0..{num_classes - 1} or {ignore_index} to ignore)"
         )
     return logits, target
 
 
 def zero_loss(logits: torch.Tensor) -> torch.Tensor:
-    """A zero that keeps the graph, for batches without a labelled point (instead of NaN)."""
-    return logits.sum() * 0.0
+    """0 connected to ``logits`` (zero gradient), whatever their values: sums no element."""
+    return logits[:0].sum()
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
