@@ -1,4 +1,5 @@
-"""Evaluate checkpoints on a split by the ScanNet200 benchmark's rules, or write a test submission.
+"""Evaluate checkpoints on a split by the benchmark's rules of its dataset (``data.dataset``,
+ScanNet200 by default), or write a test submission.
 
     python tools/test.py --checkpoint runs/x/checkpoints/best.pth --split val --out outputs/val
     python tools/test.py --config configs/scannet200/ceco.yaml --checkpoint a.pth b.pth c.pth \\

@@ -24,6 +24,7 @@ from pointseg.data.dataset import pipeline
 from pointseg.data.scan_frame import to_scannet_frame, up_to_z, warn_units
 from pointseg.data.scan_io import Scan
 from pointseg.data.transforms import Compose
+from pointseg.datasets import spec_of
 from pointseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from pointseg.engine.config import compose, file_layers, to_plain_dict
 from pointseg.engine.ensemble import check_members
@@ -120,7 +121,7 @@ def load_predictor(
         cfgs.append(cfg)
     check_members(checkpoints, cfgs, cfgs[0])
     cfg = cfgs[0]
-    check_label_set(checkpoints[0], int(cfg.model.num_classes), label_map)
+    check_label_set(checkpoints[0], int(cfg.model.num_classes), label_map, spec_of(cfg.data))
     return Predictor(models, cfg, pipeline(cfg.data, "test", fragments=False), label_map)
 
 

@@ -240,14 +240,14 @@ class Trainer:
         self.batch_size = int(cfg.data.batch_size)
         # Augmentations follow the run's seed unless the config sets data.seed itself.
         data_cfg = {**to_plain_dict(cfg.data), "seed": self.seed if cfg.data.seed is None else int(cfg.data.seed)}
-        self.train_set = build_dataset(data_cfg, "train", "train")
+        self.train_set = build_dataset(data_cfg, "train", "train", num_classes=int(cfg.model.num_classes))
         self._repeat_factors = None
         if cfg.data.sampler == "repeat_factor":
             from pointseg.data.sampler import repeat_factors, scene_classes
 
             if int(cfg.data.loop) != 1:
                 raise ValueError("data.sampler repeat_factor sets how often each scene is visited; use it with data.loop 1")
-            present = scene_classes(self.train_set.scenes, int(cfg.model.num_classes))
+            present = scene_classes(self.train_set.scenes, int(cfg.model.num_classes), self.train_set.spec)
             self._repeat_factors = repeat_factors(present, float(cfg.data.repeat_threshold))
         self.val_set = None
         if self.opts.validate and self._has_split("val"):
