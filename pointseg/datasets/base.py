@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 IGNORE_INDEX = -1
-SCENE_SPLITS = ("train", "val", "test")
 
 # raw annotation categories (one per segment group) → class index of the spec, −1 for none
 RawLabelRule = Callable[[Sequence[str]], np.ndarray]
@@ -38,7 +37,10 @@ class DatasetSpec:
     groups: tuple[str, ...] = ()  # evaluation group of each class ("" = none); () = no groups
     group_names: tuple[str, ...] = ()  # the groups in report order, e.g. head, common, tail
     ignore_index: int = IGNORE_INDEX
-    scene_splits: tuple[str, ...] = SCENE_SPLITS
+    # folder names of DATA/<split>/: what the trainer trains / validates on and submissions are for
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
     stats_file: str = "stats.json"  # DATA/<stats_file>: the per-class counts preprocessing writes
     raw_labels: RawLabelRule | None = field(default=None, repr=False)
     # A subset reads its parent's label file: ``file_classes`` classes there, ``from_file`` maps a
@@ -54,6 +56,10 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name!r}: {k} names but ids {self.ids.shape}, colours {self.colors.shape}")
         if self.groups and len(self.groups) != k:
             raise ValueError(f"dataset {self.name!r}: {len(self.groups)} group entries for {k} classes")
+
+    @property
+    def scene_splits(self) -> tuple[str, ...]:
+        return (self.train_split, self.val_split, self.test_split)
 
     @property
     def num_classes(self) -> int:
@@ -142,7 +148,9 @@ def subset(parent: DatasetSpec, classes: Sequence[str], name: str | None = None)
         groups=tuple(parent.groups[i] for i in keep) if parent.groups else (),
         group_names=parent.group_names,
         ignore_index=parent.ignore_index,
-        scene_splits=parent.scene_splits,
+        train_split=parent.train_split,
+        val_split=parent.val_split,
+        test_split=parent.test_split,
         stats_file=parent.stats_file,
         raw_labels=None,  # preprocessing writes the parent's labels
         parent=parent.parent or parent.name,

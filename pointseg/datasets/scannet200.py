@@ -37,7 +37,9 @@ def build() -> DatasetSpec:
         groups=table.split,
         group_names=meta.SPLITS,
         ignore_index=meta.IGNORE_INDEX,
-        scene_splits=meta.SCENE_SPLITS,
+        train_split=meta.SCENE_SPLITS[0],
+        val_split=meta.SCENE_SPLITS[1],
+        test_split=meta.SCENE_SPLITS[2],
         stats_file="stats.json",
         raw_labels=raw_labels,
     )

@@ -130,7 +130,8 @@ def score_split(
     are recorded in ``metrics.json`` too. None, and nothing written, when no labelled point was
     scored (``result.nothing_scored``)."""
     for s in result.unlabelled:
-        result.failed.setdefault(s, f"no {metric.spec.label_file if metric.spec else SEGMENT_FILE}: a labelled split needs ground truth")
+        label_file = metric.spec.label_file if metric.spec is not None else SEGMENT_FILE
+        result.failed.setdefault(s, f"no {label_file}: a labelled split needs ground truth")
     metrics = metric.evaluate()
     metrics["split"] = split
     metrics["scenes"] = len(result.scenes) - len(result.failed)
@@ -204,11 +205,12 @@ def evaluate_split(
     Labelled splits get ``metrics.json``, ``confusion.npz`` and ``per_class_iou.png``; the test
     split gets ``submission.zip``, validated. Processes share the scenes; rank 0 sums and writes.
     With ``label_map`` the models predict ``num_classes`` classes mapped into the dataset's, which
-    are scored. Class names, groups and submission ids are the dataset's (``dataset.spec``). ``extra_metrics`` are recorded in ``metrics.json``.
+    are scored. Class names, groups and submission ids are the dataset's (``dataset.spec``).
+    ``extra_metrics`` are recorded in ``metrics.json``.
     """
     out_dir = Path(out_dir)
     check_writable_folder(out_dir)  # before the first scene, not after the last
-    is_test = dataset.split == "test"
+    is_test = dataset.split == dataset_spec(dataset).test_split
     if is_test and raw is not None:
         check_raw_release(raw, dataset.split)  # before predicting every scene, not after
     txt_dir = out_dir / (PREDICTIONS_DIR if save_predictions or not is_test else STAGING_DIR)

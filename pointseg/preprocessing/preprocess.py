@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 LABELLED_SPLITS = ("train", "val")
 INSTANCE_FILE = "instance.npy"
+# A scene whose aggregation lists more than this share of segment ids that its segs.json lacks
+# is reported: the two files almost surely come from different scans.
+DANGLING_SHARE = 0.5
 # Datasets whose labels preprocessing derives from the raw ScanNet annotations.
 RAW_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.raw_labels is not None)
 
@@ -63,9 +66,6 @@ def raw_dataset_specs(names: tuple[str, ...] | list[str]) -> list[DatasetSpec]:
     if bad or not names:
         raise ValueError(f"preprocessing: datasets {bad or '[]'} cannot be labelled from raw scans; choose from {list(RAW_DATASETS)}")
     return [DATASETS[n] for n in dict.fromkeys(names)]
-# A scene whose aggregation lists more than this share of segment ids that its segs.json lacks
-# is reported: the two files almost surely come from different scans.
-DANGLING_SHARE = 0.5
 
 
 @dataclass
