@@ -168,3 +168,12 @@ def test_scannet20_stats_file(tmp_path):
     assert stats["splits"]["train"]["class_point_counts"] == [2] + [0] * 18 + [1]
     counts = load_class_counts(tmp_path, "train", 20, spec=DATASETS["scannet20"])
     assert counts.points.tolist() == [2] + [0] * 18 + [1]
+
+
+def test_predict_names_classes_of_the_checkpoints_dataset():
+    from pointseg.engine.predictor import UNLABELLED_ID, class_counts
+
+    rows = class_counts(np.array([39, 1, 39, UNLABELLED_ID]), DATASETS["scannet20"])
+    # most points first, then by id (the unlabelled id 0 before wall's 1)
+    assert rows == [{"id": 39, "name": "otherfurniture", "points": 2}, {"id": UNLABELLED_ID, "name": "unlabelled", "points": 1},
+                    {"id": 1, "name": "wall", "points": 1}]
