@@ -13,20 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from pointseg.datasets import DatasetSpec, default_spec
+from pointseg.datasets import DATASETS, DatasetSpec, default_spec
 from pointseg.utils.io import atomic_path, load_npy
 
-# file name → (sample key, dtype it is converted to, required columns or None for (N,)); the
-# label file of the dataset being loaded is added as "segment" (int64, (N,)).
-INPUT_SCENE_FILES = {
+# Label files a scene folder may hold, one per dataset (Pointcept writes segment200 and segment20).
+LABEL_FILE_NAMES = tuple(dict.fromkeys(spec.label_file for spec in DATASETS.values()))
+# file name → (sample key, dtype it is converted to, required columns or None for (N,)); every
+# label file is a "segment", and a scene is loaded with the one of its dataset.
+SCENE_FILES = {
     "coord.npy": ("coord", np.float32, 3),
     "color.npy": ("color", np.float32, 3),
     "normal.npy": ("normal", np.float32, 3),
+    **{name: ("segment", np.int64, None) for name in LABEL_FILE_NAMES},
     "instance.npy": ("instance", np.int64, None),
 }
-# Label files preprocessing may write, one per dataset of the raw scans (Pointcept writes both).
-LABEL_FILE_NAMES = ("segment200.npy", "segment20.npy")
-SCENE_FILES = {**INPUT_SCENE_FILES, **{name: ("segment", np.int64, None) for name in LABEL_FILE_NAMES}}
+INPUT_SCENE_FILES = {name: entry for name, entry in SCENE_FILES.items() if entry[0] != "segment"}
 COORD_FILE = "coord.npy"
 INSTANCE_SCENE_FILE = "instance.npy"
 SEGMENT_FILE = "segment200.npy"  # ScanNet200's; other datasets: DatasetSpec.label_file
