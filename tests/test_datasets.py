@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from engine_helpers import CLASSES, read_jsonl, tiny_config
 
 from pointseg import meta
 from pointseg.data.dataset import build_dataset
 from pointseg.data.scene import load_scene
 from pointseg.data.stats import load_class_counts, write_stats
 from pointseg.datasets import DATASETS, check_num_classes, get_dataset, spec_of, subset
+from pointseg.engine.trainer import Trainer
 from pointseg.evaluation.metrics import SemSegMetric, summarize
 from pointseg.evaluation.submission import format_prediction, read_submission, validate_submission, write_submission
 from pointseg.synthetic import longtail
@@ -177,3 +179,20 @@ def test_predict_names_classes_of_the_checkpoints_dataset():
     # most points first, then by id (the unlabelled id 0 before wall's 1)
     assert rows == [{"id": 39, "name": "otherfurniture", "points": 2}, {"id": UNLABELLED_ID, "name": "unlabelled", "points": 1},
                     {"id": 1, "name": "wall", "points": 1}]
+
+
+@pytest.mark.usefixtures("tiny_backbone")
+def test_a_class_subset_trains_and_validates_in_its_own_label_space(data_root, tmp_path):
+    names = [meta.class_table().name[i] for i in CLASSES[:3]]
+    cfg = tiny_config(data_root, iterations=2, val_every=2, save_every=2)
+    cfg.data.classes = names
+    cfg.ceco.enabled = False
+    with pytest.raises(ValueError, match=r"model.num_classes is 200 but dataset 'scannet200\[3\]' has 3 classes"):
+        Trainer(cfg, tmp_path / "wrong")
+    cfg.model.num_classes = 3
+    trainer = Trainer(cfg, tmp_path / "run")
+    labels = np.concatenate([trainer.train_set[i]["segment"] for i in range(len(trainer.train_set))])
+    assert set(np.unique(labels).tolist()) == {-1, 0, 1, 2}  # the two other classes are ignored
+    trainer.train()
+    val = read_jsonl(tmp_path / "run" / "val.jsonl")
+    assert len(val) == 1 and 0.0 <= val[0]["miou"] <= 1.0
