@@ -33,6 +33,7 @@ class DatasetSpec:
     ids: np.ndarray  # int64 (K,): the class's id in ground-truth and submission files
     colors: np.ndarray  # uint8 (K, 3): display colour
     label_file: str  # the scene folder's label file, e.g. "segment200.npy"
+    title: str = ""  # how messages name it ("ScanNet200"); empty: the name
     id_name: str = "id"  # what the benchmark calls ``ids`` ("scannet_id", "nyu40id")
     groups: tuple[str, ...] = ()  # evaluation group of each class ("" = none); () = no groups
     group_names: tuple[str, ...] = ()  # the groups in report order, e.g. head, common, tail
@@ -60,6 +61,10 @@ class DatasetSpec:
     @property
     def scene_splits(self) -> tuple[str, ...]:
         return (self.train_split, self.val_split, self.test_split)
+
+    @property
+    def display_name(self) -> str:
+        return self.title or self.name
 
     @property
     def num_classes(self) -> int:
@@ -144,6 +149,7 @@ def subset(parent: DatasetSpec, classes: Sequence[str], name: str | None = None)
         ids=parent.ids[keep],
         colors=parent.colors[keep],
         label_file=parent.label_file,
+        title=f"{parent.display_name} ({len(keep)} classes)",
         id_name=parent.id_name,
         groups=tuple(parent.groups[i] for i in keep) if parent.groups else (),
         group_names=parent.group_names,

@@ -52,6 +52,7 @@ def build() -> DatasetSpec:
         ID_COLUMN,
         name="scannet20",
         label_file=LABEL_FILE,
+        title="ScanNet20",
         stats_file="stats_scannet20.json",
         raw_labels=raw_labels,
     )

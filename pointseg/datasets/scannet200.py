@@ -33,6 +33,7 @@ def build() -> DatasetSpec:
         ids=table.scannet_id,
         colors=table.color,
         label_file=LABEL_FILE,
+        title="ScanNet200",
         id_name="scannet_id",
         groups=table.split,
         group_names=meta.SPLITS,

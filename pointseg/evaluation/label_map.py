@@ -38,7 +38,7 @@ def read_label_map(path: str | os.PathLike, spec: DatasetSpec | None = None) -> 
             missing = sorted(set(range(len(data))) - {int(k) for k in data if k.isdigit()})
             raise ValueError(f"{path}: model class {missing[0]} is not mapped (the keys must be 0..K-1, every class of the model)")
         if isinstance(target, bool) or not isinstance(target, int) or not 0 <= target < num_classes:
-            raise ValueError(f"{path}: class {key} maps to {target!r}, not a {spec.name} class index 0..{num_classes - 1}")
+            raise ValueError(f"{path}: class {key} maps to {target!r}, not a {spec.display_name} class index 0..{num_classes - 1}")
         table[int(key)] = target
     return table
 
@@ -52,9 +52,9 @@ def check_label_set(
     if label_map is None:
         if num_classes != spec.num_classes:
             raise ValueError(
-                f"{checkpoint}: the checkpoint predicts {num_classes} classes, the data holds {spec.name} labels "
+                f"{checkpoint}: the checkpoint predicts {num_classes} classes, the data holds {spec.display_name} labels "
                 f"({spec.num_classes} classes); map its classes with --label-map FILE.json "
-                f'({{"<model class index>": <{spec.name} class index>, ...}})'
+                f'({{"<model class index>": <{spec.display_name} class index>, ...}})'
             )
     elif len(label_map) != num_classes:
         raise ValueError(

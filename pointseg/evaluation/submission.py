@@ -88,8 +88,7 @@ def parse_prediction_text(
     if not valid.all():
         bad = np.flatnonzero(~valid)
         shown = ", ".join(f"line {i + 1}: {ids[i]}" for i in bad[:MAX_PROBLEMS_SHOWN])
-        what = "ScanNet200" if spec.name == "scannet200" else f"{spec.name} ({spec.id_name})"
-        problems.append(f"{where}: {bad.size} line(s) are not a {what} class id ({shown})")
+        problems.append(f"{where}: {bad.size} line(s) are not a {spec.display_name} class id ({shown})")
     return ids, problems
 
 
