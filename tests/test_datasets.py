@@ -196,3 +196,10 @@ def test_a_class_subset_trains_and_validates_in_its_own_label_space(data_root, t
     trainer.train()
     val = read_jsonl(tmp_path / "run" / "val.jsonl")
     assert len(val) == 1 and 0.0 <= val[0]["miou"] <= 1.0
+
+
+def test_instance_pasting_refuses_another_label_space(tmp_path):
+    (tmp_path / "train" / "scene0000_00").mkdir(parents=True)
+    paste = [{"name": "PasteTailInstances"}, {"name": "NormalizeColor"}, {"name": "ToFeature"}, {"name": "Voxelize"}]
+    with pytest.raises(ValueError, match="PasteTailInstances pastes ScanNet200 instances; it cannot train dataset 'scannet20'"):
+        build_dataset({"root": str(tmp_path), "dataset": "scannet20", "train_transforms": paste}, "train", "train")

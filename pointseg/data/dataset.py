@@ -152,7 +152,14 @@ class ScanNet200Dataset(Dataset):
 
 
 def _fill_pipeline(
-    items: list[dict], mode: str, voxel_size: float, features: list[str], fragments: bool, root: str, split: str
+    items: list[dict],
+    mode: str,
+    voxel_size: float,
+    features: list[str],
+    fragments: bool,
+    root: str,
+    split: str,
+    spec: DatasetSpec | None = None,
 ) -> list[dict]:
     """Copy of ``items`` with the config's voxel size / features filled in, the voxel mode (and,
     in test mode, the fragment output) set, and instance pasting given the data folder and split
@@ -164,6 +171,9 @@ def _fill_pipeline(
         if name == "PasteTailInstances":
             if mode != "train":
                 raise ValueError("data: PasteTailInstances is a training augmentation; it belongs in train_transforms only")
+            if spec is not None and spec is not default_spec():
+                # the bank holds ScanNet200 class indices cut from segment200.npy
+                raise ValueError(f"data: PasteTailInstances pastes ScanNet200 instances; it cannot train dataset {spec.name!r}")
             item.setdefault("root", str(root))
             item.setdefault("split", split)
         elif name == "Voxelize":
@@ -203,7 +213,8 @@ def pipeline(
         items = cfg.train_transforms if cfg.train_transforms is not None else default_train_transforms(voxel_size, features)
     else:
         items = cfg.test_transforms if cfg.test_transforms is not None else default_test_transforms(voxel_size, features)
-    return build_transforms(_fill_pipeline(list(to_container(items)), mode, voxel_size, features, fragments, root, split))
+    items = _fill_pipeline(list(to_container(items)), mode, voxel_size, features, fragments, root, split, spec_of(cfg))
+    return build_transforms(items)
 
 
 def build_dataset(
