@@ -83,17 +83,21 @@ def class_table() -> ClassTable:
 
 
 @functools.cache
-def raw_category_table() -> dict[str, int]:
-    """raw_category → ScanNet category id; the first row wins, as in the official script.
+def raw_category_table(column: str = "id") -> dict[str, int]:
+    """raw_category → the integer ``column`` of its row (``id``: the ScanNet category id of
+    ScanNet200; ``nyu40id``: the NYU40 id of ScanNet v2's 20 classes); the first row wins, as in
+    the official scripts.
 
     The file has CR CR LF line endings; ``csv`` with ``newline=''`` semantics would keep a stray
     CR, so lines are split on any line break and empty ones dropped.
     """
     lines = [ln for ln in read_table_text("scannetv2-labels.combined.tsv").splitlines() if ln.strip()]
     reader = csv.DictReader(lines, delimiter="\t")
+    if column not in (reader.fieldnames or ()):
+        raise ValueError(f"scannetv2-labels.combined.tsv: no column {column!r}")
     table: dict[str, int] = {}
     for row in reader:
-        table.setdefault(row["raw_category"], int(row["id"]))
+        table.setdefault(row["raw_category"], int(row[column]))
     return table
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "pointseg"
 # Lower rank = lower layer.
 RANK = {
-    "meta": 0, "utils": 0, "tables": 0,
+    "meta": 0, "utils": 0, "tables": 0, "tables_scannet20": 0,
+    "datasets": 0.5,  # dataset specs: read meta's tables; everything that loads or scores data reads them
     "data": 1, "sparse": 1,
     "losses": 2, "preprocessing": 2,
     "models": 3, "synthetic": 3, "evaluation": 3,

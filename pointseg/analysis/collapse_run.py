@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from pointseg.analysis.collapse import CollapseAccumulator, center_space_metrics
 from pointseg.analysis.plots import plot_collapse_curves
+from pointseg.datasets import DatasetSpec
 from pointseg.engine.config import to_plain_dict
 from pointseg.losses.ceco import CenterCollapseLoss
 from pointseg.meta import NUM_CLASSES, class_table
@@ -107,8 +108,11 @@ def checkpoint_iteration(path: str | os.PathLike) -> int | None:
     return None if it is None else int(it)
 
 
-def split_groups(num_classes: int) -> dict[str, np.ndarray]:
-    """head / common / tail masks for the ScanNet200 label space, none for other class counts."""
+def split_groups(num_classes: int, spec: DatasetSpec | None = None) -> dict[str, np.ndarray]:
+    """The evaluation groups of ``spec`` (head / common / tail for ScanNet200 and its subsets,
+    none for ScanNet20); without a spec, ScanNet200's for 200 classes and none otherwise."""
+    if spec is not None and spec.num_classes == num_classes:
+        return spec.group_masks
     return class_table().split_masks if num_classes == NUM_CLASSES else {}
 
 
@@ -141,12 +145,13 @@ def analyze_checkpoint(
     num_classes = int(cfg.model.num_classes)
     feature_dim = int(model.backbone.feature_dim)
     dataset = build_dataset(cfg.data if data_cfg is None else data_cfg, split, mode="val")
+    spec = dataset.spec
     if max_scenes is not None:
         dataset = Subset(dataset, range(min(max_scenes, len(dataset))))
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0, collate_fn=collate)
     acc = accumulate(model, loader, num_classes, feature_dim, device, progress, desc=Path(path).name)
     w = model.classifier.weight_matrix().detach().cpu().double()
-    groups = split_groups(num_classes)
+    groups = split_groups(num_classes, spec)
     return {
         "checkpoint": str(path),
         "iteration": None if ckpt.get("iteration") is None else int(ckpt["iteration"]),

@@ -1,4 +1,5 @@
-"""Evaluate checkpoints on a split by the ScanNet200 benchmark's rules, or write a test submission.
+"""Evaluate checkpoints on a split by the benchmark's rules of its dataset (``data.dataset``,
+ScanNet200 by default), or write a test submission.
 
     python tools/test.py --checkpoint runs/x/checkpoints/best.pth --split val --out outputs/val
     python tools/test.py --config configs/scannet200/ceco.yaml --checkpoint a.pth b.pth c.pth \\
@@ -27,6 +28,7 @@ from pathlib import Path
 from pointseg.cli.common import add_common, parse_with_overrides, run_command
 from pointseg.data.dataset import build_dataset
 from pointseg.data.stats import COUNT_KINDS
+from pointseg.datasets import spec_of
 from pointseg.engine.distributed import cleanup, init_distributed
 from pointseg.engine.ensemble import load_ensemble
 from pointseg.evaluation.inference import tta_views
@@ -132,7 +134,8 @@ def _posthoc_hooks(args: argparse.Namespace, cfg) -> tuple[LogitAdjust | None, T
     """The corrections the command line asks for; the prior from ``--prior`` or the config's data root."""
     adjust = None
     if args.logit_adjust is not None:
-        prior, source = read_prior(int(cfg.model.num_classes), cfg.data.get("root"), args.prior, args.prior_by)
+        k, spec = int(cfg.model.num_classes), spec_of(cfg.data)  # a label-mapped model keeps its own K
+        prior, source = read_prior(k, cfg.data.get("root"), args.prior, args.prior_by, spec if spec.num_classes == k else None)
         adjust = LogitAdjust(prior, args.logit_adjust, source)
     elif args.prior is not None:
         raise ValueError("--prior is the prior of --logit-adjust, which is not given")

@@ -125,7 +125,7 @@ def predict_file(
         "chunks": result.num_chunks,
         "largest_chunk_voxels": result.largest_chunk,
         "seconds": round(time.perf_counter() - start, 3),
-        "classes": class_counts(ids),
+        "classes": class_counts(ids, predictor.spec),
     }
     return entry, scan, colors
 

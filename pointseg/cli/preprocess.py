@@ -1,6 +1,10 @@
-"""Convert a raw ScanNet v2 release into ScanNet200 scene folders.
+"""Convert a raw ScanNet v2 release into scene folders labelled for ScanNet200 and / or ScanNet20.
 
-    python tools/preprocess_scannet200.py --raw RAW --out DATA [--workers N] [--align] [--overwrite]
+    python tools/preprocess_scannet200.py --raw RAW --out DATA [--dataset NAME ...] [--workers N] [--align] [--overwrite]
+
+``--dataset`` (repeatable; default scannet200) names the label files written: ``segment200.npy``
+(scannet200), ``segment20.npy`` (scannet20); ``--dataset scannet200 --dataset scannet20`` writes
+both in one pass, so one folder serves either ``data.dataset``.
 
 Prints a summary (scenes done / skipped / failed, ignored vertices of unknown raw categories, one
 line per failure, and warnings that do not fail the run: scenes with no labelled vertex, scenes
@@ -16,13 +20,16 @@ import sys
 from pathlib import Path
 
 from pointseg.cli.common import add_common, run_command
-from pointseg.preprocessing.preprocess import preprocess_scannet200
+from pointseg.datasets import DEFAULT_DATASET
+from pointseg.preprocessing.preprocess import RAW_DATASETS, preprocess_scannet200
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--raw", type=Path, required=True, help="ScanNet v2 folder with scans/ and scans_test/")
     p.add_argument("--out", type=Path, required=True, help="output folder DATA (DATA/<split>/<scene>/)")
+    p.add_argument("--dataset", action="append", choices=RAW_DATASETS, metavar="NAME",
+                   help=f"label files to write, repeatable: {', '.join(RAW_DATASETS)} (default {DEFAULT_DATASET})")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--align", action="store_true", help="apply each scene's axisAlignment")
     p.add_argument("--overwrite", action="store_true", help="redo scenes that are already finished")
@@ -44,6 +51,7 @@ def _main(argv: list[str]) -> int:
         align=args.align,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        datasets=tuple(args.dataset or (DEFAULT_DATASET,)),
     )
     print(summary.report())
     if summary.stats_error is not None:

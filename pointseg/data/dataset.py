@@ -1,4 +1,7 @@
-"""ScanNet200 dataset over ``DATA/<split>/<scene>/``, its config section, and ``build_dataset``.
+"""The dataset over ``DATA/<split>/<scene>/``, its config section, and ``build_dataset``.
+
+Which labels a scene carries is ``data.dataset`` (a ``pointseg.datasets.DATASETS`` name, default
+ScanNet200) restricted to ``data.classes`` when set (remapped to 0..K−1 on load).
 
 Modes: "train" uses ``train_transforms``; "val" uses ``test_transforms`` with train-style
 voxelization (one voxel per row, labels kept, no fragments) and a seed that ignores the epoch,
@@ -27,6 +30,7 @@ from pointseg.data.transforms import (
     default_train_transforms,
     to_container,
 )
+from pointseg.datasets import DATASETS, DEFAULT_DATASET, DatasetSpec, check_num_classes, default_spec, spec_of
 from pointseg.utils.schema import REQUIRED, non_negative, param, positive, typed, validate_section
 
 MODES = ("train", "val", "test")
@@ -48,6 +52,18 @@ def _transforms(v: Any) -> str | None:
     return None if v is None else check_transforms(v)
 
 
+def _dataset(v: Any) -> str | None:
+    return None if v in DATASETS else f"must be one of {sorted(DATASETS)}"
+
+
+def _classes(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, str) or not all(isinstance(c, str) for c in v) or not v:
+        return "must be null or a non-empty list of class names of data.dataset"
+    return None
+
+
 def _sampler(v: Any) -> str | None:
     return None if v in SAMPLERS else f"must be one of {list(SAMPLERS)}"
 
@@ -57,6 +73,8 @@ class DataConfig:
     """The ``data`` section: where the scenes are and how they become batches."""
 
     root: str = param(REQUIRED, "the preprocessed folder (tools/preprocess_scannet200.py --out)")
+    dataset: str = param(DEFAULT_DATASET, "[ours] label space: scannet200 | scannet20 (pointseg.datasets.DATASETS; docs/design.md, Adding a dataset); model.num_classes must match it", _dataset)
+    classes: Optional[list] = param(None, "[ours] null: every class of data.dataset; a list of its class names: only those, as classes 0..K-1 in list order (the others ignored); model.num_classes: K", _classes)
     seed: Optional[int] = param(None, "[ours] base of the per-sample augmentation seeds; null: the run's seed")
     voxel_size: float = param(0.02, "[LG] voxel edge in metres (Scannet200Voxelization2cmDataset)", positive)
     features: list = param(DEFAULT_FEATURES, "[LG] per-point inputs, any of color / normal / coord (3 channels each)", _features)
@@ -73,7 +91,8 @@ class DataConfig:
 
 
 class ScanNet200Dataset(Dataset):
-    """Scenes of ``root/<split>/*/`` (sorted by name), loaded and transformed per item.
+    """Scenes of ``root/<split>/*/`` (sorted by name), loaded and transformed per item; labels
+    are those of ``spec`` (default ScanNet200, whence the name).
 
     Item ``i`` is scene ``i % num_scenes`` transformed with ``np.random.default_rng((seed,
     epoch, i))`` (epoch fixed to 0 outside train mode): the sample depends only on the seed, the
@@ -89,6 +108,7 @@ class ScanNet200Dataset(Dataset):
         mode: str,
         seed: int = 0,
         loop: int = 1,
+        spec: DatasetSpec | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"ScanNet200Dataset: mode must be one of {MODES}, got {mode!r}")
@@ -107,6 +127,7 @@ class ScanNet200Dataset(Dataset):
         self.seed = int(seed)
         self.loop = int(loop)
         self.epoch = 0
+        self.spec = default_spec() if spec is None else spec
 
     @property
     def names(self) -> list[str]:
@@ -126,12 +147,19 @@ class ScanNet200Dataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         if index < 0:
             raise IndexError(f"index {index} out of range: items are numbered from 0")
-        data = load_scene(self.scenes[index % len(self.scenes)])
+        data = load_scene(self.scenes[index % len(self.scenes)], self.spec)
         return self.transforms(data, self.rng(index))
 
 
 def _fill_pipeline(
-    items: list[dict], mode: str, voxel_size: float, features: list[str], fragments: bool, root: str, split: str
+    items: list[dict],
+    mode: str,
+    voxel_size: float,
+    features: list[str],
+    fragments: bool,
+    root: str,
+    split: str,
+    spec: DatasetSpec | None = None,
 ) -> list[dict]:
     """Copy of ``items`` with the config's voxel size / features filled in, the voxel mode (and,
     in test mode, the fragment output) set, and instance pasting given the data folder and split
@@ -143,6 +171,9 @@ def _fill_pipeline(
         if name == "PasteTailInstances":
             if mode != "train":
                 raise ValueError("data: PasteTailInstances is a training augmentation; it belongs in train_transforms only")
+            if spec is not None and spec is not default_spec():
+                # the bank holds ScanNet200 class indices cut from segment200.npy
+                raise ValueError(f"data: PasteTailInstances pastes ScanNet200 instances; it cannot train dataset {spec.name!r}")
             item.setdefault("root", str(root))
             item.setdefault("split", split)
         elif name == "Voxelize":
@@ -182,23 +213,28 @@ def pipeline(
         items = cfg.train_transforms if cfg.train_transforms is not None else default_train_transforms(voxel_size, features)
     else:
         items = cfg.test_transforms if cfg.test_transforms is not None else default_test_transforms(voxel_size, features)
-    return build_transforms(_fill_pipeline(list(to_container(items)), mode, voxel_size, features, fragments, root, split))
+    items = _fill_pipeline(list(to_container(items)), mode, voxel_size, features, fragments, root, split, spec_of(cfg))
+    return build_transforms(items)
 
 
 def build_dataset(
-    data_cfg: Mapping[str, Any] | Any, split: str, mode: str, fragments: bool = False
+    data_cfg: Mapping[str, Any] | Any, split: str, mode: str, fragments: bool = False, num_classes: int | None = None
 ) -> ScanNet200Dataset:
     """Dataset of ``data_cfg.root/<split>`` in ``mode`` (train / val / test); ``data_cfg`` is a
     ``data`` section, complete or partial (missing keys take the ``DataConfig`` defaults).
 
     ``fragments`` (test mode only) makes every sample carry all of its voxel fragments, so that
     each point can be predicted from its own voxel representative (``evaluation.inference``).
+    ``num_classes`` (``model.num_classes``), when given, must be the dataset's class count.
     """
     if mode not in MODES:
         raise ValueError(f"build_dataset: mode must be one of {MODES}, got {mode!r}")
     if fragments and mode != "test":
         raise ValueError(f"build_dataset: fragments are a test-mode output, not {mode!r}")
     cfg = typed(DataConfig, data_cfg, "data")
+    spec = spec_of(cfg)
+    if num_classes is not None:
+        check_num_classes(spec, num_classes)
     if OmegaConf.is_missing(cfg, "root") or cfg.root is None:
         raise ValueError("data.root: the preprocessed data folder must be set")
     return ScanNet200Dataset(
@@ -208,4 +244,5 @@ def build_dataset(
         mode,
         seed=0 if cfg.seed is None else int(cfg.seed),
         loop=int(cfg.loop) if mode == "train" else 1,
+        spec=spec,
     )

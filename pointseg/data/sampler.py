@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pointseg.data.scene import SEGMENT_FILE
+from pointseg.datasets import DatasetSpec, default_spec
 from pointseg.meta import IGNORE_INDEX
 from pointseg.utils.io import load_npy
 
@@ -27,11 +27,13 @@ SAMPLERS = ("uniform", "repeat_factor")
 RFS_STREAM = 0x5A3  # keeps the draws apart from the augmentation streams (seed, epoch, index)
 
 
-def scene_classes(scene_dirs: Sequence, num_classes: int) -> list[np.ndarray]:
-    """Sorted class indices present in each scene's labels (``segment200.npy``), read once."""
+def scene_classes(scene_dirs: Sequence, num_classes: int, spec: DatasetSpec | None = None) -> list[np.ndarray]:
+    """Sorted class indices present in each scene's labels (the label file of ``spec``, default
+    ScanNet200's ``segment200.npy``; a class subset's indices), read once."""
+    spec = default_spec() if spec is None else spec
     out = []
     for d in scene_dirs:
-        seg = load_npy(d / SEGMENT_FILE).astype(np.int64)
+        seg = spec.to_classes(load_npy(d / spec.label_file).astype(np.int64))
         present = np.unique(seg[(seg != IGNORE_INDEX) & (seg >= 0) & (seg < num_classes)])
         out.append(present)
     return out

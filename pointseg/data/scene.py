@@ -1,8 +1,9 @@
 """Read one scene folder (``DATA/<split>/<scene>/*.npy``) into a sample dict.
 
 The folder layout is Pointcept's preprocessed ScanNet layout, so folders written by either
-pointseg or Pointcept load unchanged; files this loader does not know (``segment20.npy``, ...)
-are ignored.
+pointseg or Pointcept load unchanged. Which label file a scene's ``segment`` comes from is the
+dataset's (``DatasetSpec.label_file``: ``segment200.npy`` for ScanNet200, ``segment20.npy`` for
+ScanNet v2's 20 classes); the other label files are ignored.
 """
 
 from __future__ import annotations
@@ -12,20 +13,25 @@ from pathlib import Path
 
 import numpy as np
 
-from pointseg.meta import IGNORE_INDEX, NUM_CLASSES
+from pointseg.datasets import DATASETS, DatasetSpec, default_spec
 from pointseg.utils.io import atomic_path, load_npy
 
-# file name → (sample key, dtype it is converted to, required columns or None for (N,))
+# Label files a scene folder may hold, one per dataset (Pointcept writes segment200 and segment20).
+LABEL_FILE_NAMES = tuple(dict.fromkeys(spec.label_file for spec in DATASETS.values()))
+# file name → (sample key, dtype it is converted to, required columns or None for (N,)); every
+# label file is a "segment", and a scene is loaded with the one of its dataset.
 SCENE_FILES = {
     "coord.npy": ("coord", np.float32, 3),
     "color.npy": ("color", np.float32, 3),
     "normal.npy": ("normal", np.float32, 3),
-    "segment200.npy": ("segment", np.int64, None),
+    **{name: ("segment", np.int64, None) for name in LABEL_FILE_NAMES},
     "instance.npy": ("instance", np.int64, None),
 }
+INPUT_SCENE_FILES = {name: entry for name, entry in SCENE_FILES.items() if entry[0] != "segment"}
 COORD_FILE = "coord.npy"
-SEGMENT_FILE = "segment200.npy"
-# Files every scene folder holds, and those only labelled (train / val) scenes add.
+INSTANCE_SCENE_FILE = "instance.npy"
+SEGMENT_FILE = "segment200.npy"  # ScanNet200's; other datasets: DatasetSpec.label_file
+# Files every scene folder holds, and those only labelled (train / val) scenes add (ScanNet200).
 INPUT_FILES = ("coord.npy", "color.npy", "normal.npy")
 LABEL_FILES = ("segment200.npy", "instance.npy")
 
@@ -43,9 +49,10 @@ def scene_dir(root: str | os.PathLike, split: str, scene: str) -> Path:
     return Path(root) / check_folder_name(split, "split", "val") / check_folder_name(scene)
 
 
-def is_finished(folder: str | os.PathLike, labelled: bool) -> bool:
-    """Whether a scene folder holds every file of its split (written by pointseg or Pointcept)."""
-    names = INPUT_FILES + (LABEL_FILES if labelled else ())
+def is_finished(folder: str | os.PathLike, labelled: bool, label_files: tuple[str, ...] = LABEL_FILES) -> bool:
+    """Whether a scene folder holds every file of its split (written by pointseg or Pointcept);
+    ``label_files``: those a labelled scene must hold (default ScanNet200's and instances)."""
+    names = INPUT_FILES + (tuple(label_files) if labelled else ())
     return all((Path(folder) / n).is_file() for n in names)
 
 
@@ -76,22 +83,26 @@ def _check_shape(path: Path, array: np.ndarray, n: int, columns: int | None) -> 
         raise ValueError(f"{path}: expected shape {want} to match coord.npy, got {array.shape}")
 
 
-def load_scene(folder: str | os.PathLike) -> dict:
+def load_scene(folder: str | os.PathLike, spec: DatasetSpec | None = None) -> dict:
     """Load a scene folder as ``coord`` float32 (N,3), ``color`` float32 0..255 (N,3),
     ``normal`` float32 (N,3), ``segment`` int64 (N,) with −1 ignore (absent for test scenes),
     ``instance`` int64 (N,) if present, and ``name`` (the folder name).
 
+    ``segment`` comes from the label file of ``spec`` (default ScanNet200), as class indices of
+    ``spec``: a class subset's labels are remapped here (classes it does not keep → −1).
     Labels may be stored in any integer dtype. Raises ValueError naming the file for a missing
     ``coord.npy``, a shape mismatch, non-finite coordinates, non-integer labels or labels
-    outside −1..199.
+    outside −1..K−1 of the file.
     """
+    spec = default_spec() if spec is None else spec
     folder = Path(folder)
     coord_path = folder / "coord.npy"
     if not coord_path.is_file():
         raise ValueError(f"{coord_path}: missing (not a scene folder?)")
     data: dict = {"name": folder.name}
     n = None
-    for file_name, (key, dtype, columns) in SCENE_FILES.items():
+    files = {**INPUT_SCENE_FILES, spec.label_file: ("segment", np.int64, None)}
+    for file_name, (key, dtype, columns) in files.items():
         path = folder / file_name
         if not path.is_file():
             continue
@@ -111,9 +122,11 @@ def load_scene(folder: str | os.PathLike) -> dict:
         raise ValueError(f"{coord_path}: coordinates contain NaN or inf")
     if "segment" in data and data["segment"].size:
         low, high = int(data["segment"].min()), int(data["segment"].max())
-        if low < IGNORE_INDEX or high >= NUM_CLASSES:
+        k, ignore = spec.file_classes, spec.ignore_index
+        if low < ignore or high >= k:
             raise ValueError(
-                f"{folder / 'segment200.npy'}: labels must be class indices 0..{NUM_CLASSES - 1} "
-                f"or {IGNORE_INDEX} (ignore), found range {low}..{high}"
+                f"{folder / spec.label_file}: labels must be class indices 0..{k - 1} "
+                f"or {ignore} (ignore), found range {low}..{high}"
             )
+        data["segment"] = spec.to_classes(data["segment"])
     return data

@@ -8,6 +8,10 @@ ScanNet200 folders) have none; then the counts come from reading every
 keyed by the folder's absolute path and checked against its scene list and each label file's
 size, modification time and inode, so a second run (or the other processes of a distributed run)
 does not read the labels again, and a relabelled folder is counted anew.
+
+All of this is per dataset (``DatasetSpec``; default ScanNet200): its label file, its statistics
+file (``stats.json`` for ScanNet200, ``stats_scannet20.json`` for ScanNet20) and, for a class
+subset, the parent's counts restricted to the kept classes.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pointseg import meta
-from pointseg.data.scene import SEGMENT_FILE, is_finished, num_points, scene_dir
+from pointseg.data.scene import INSTANCE_SCENE_FILE, SEGMENT_FILE, is_finished, num_points, scene_dir
+from pointseg.datasets import DatasetSpec, default_spec
 from pointseg.meta import IGNORE_INDEX, NUM_CLASSES
 from pointseg.utils.io import atomic_write_text, load_npy
 
@@ -120,25 +124,30 @@ def class_weights(
     return w * raw.sum() / float((w * raw).sum())
 
 
-def train_class_counts(data_root: str | Path | None, num_classes: int, needed_by: str) -> ClassCounts:
+def train_class_counts(
+    data_root: str | Path | None, num_classes: int, needed_by: str, spec: DatasetSpec | None = None
+) -> ClassCounts:
     """The training split's counts of ``data_root`` for ``needed_by`` (a config key, named in errors)."""
     if data_root is None:
         raise ValueError(f"{needed_by} needs data.root (the training scenes' class counts)")
     try:
-        return load_class_counts(data_root, "train", num_classes)
+        return load_class_counts(data_root, "train", num_classes, spec=spec)
     except FileNotFoundError as e:
+        stats_file = STATS_FILE if spec is None else spec.stats_file
         raise ValueError(
             f"{needed_by} needs the class counts of the training scenes: {data_root} has no "
-            f"{STATS_FILE} with them and {e} (preprocess the data first)"
+            f"{stats_file} with them and {e} (preprocess the data first)"
         ) from e
 
 
-def count_split(data_root: str | Path, split: str = "train", num_classes: int = NUM_CLASSES) -> ClassCounts:
-    """Count by reading every ``DATA/<split>/<scene>/segment200.npy`` (class index or −1)."""
+def count_split(
+    data_root: str | Path, split: str = "train", num_classes: int = NUM_CLASSES, label_file: str = SEGMENT_FILE
+) -> ClassCounts:
+    """Count by reading every ``DATA/<split>/<scene>/<label_file>`` (class index or −1)."""
     split_dir = Path(data_root) / split
-    files = sorted(split_dir.glob(f"*/{SEGMENT_FILE}"))
+    files = sorted(split_dir.glob(f"*/{label_file}"))
     if not files:
-        raise FileNotFoundError(f"{split_dir}: no <scene>/{SEGMENT_FILE} found")
+        raise FileNotFoundError(f"{split_dir}: no <scene>/{label_file} found")
     points = np.zeros(num_classes, dtype=np.int64)
     scenes = np.zeros(num_classes, dtype=np.int64)
     for f in files:
@@ -152,7 +161,7 @@ def count_split(data_root: str | Path, split: str = "train", num_classes: int = 
         n = np.bincount(seg[seg >= 0], minlength=num_classes)
         points += n
         scenes += n > 0
-    return ClassCounts(points, scenes, f"{split_dir}/*/{SEGMENT_FILE} ({len(files)} scenes)", len(files))
+    return ClassCounts(points, scenes, f"{split_dir}/*/{label_file} ({len(files)} scenes)", len(files))
 
 
 def read_stats(path: str | Path, split: str = "train", num_classes: int = NUM_CLASSES) -> ClassCounts | None:
@@ -207,35 +216,56 @@ def _count(v) -> int:
     return int(v)
 
 
-def _cache_file(data_root: Path, split: str, num_classes: int) -> Path:
+def _cache_file(data_root: Path, split: str, num_classes: int, label_file: str = SEGMENT_FILE) -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pointseg" / "class_counts"
-    key = hashlib.sha1(f"{data_root.resolve()}|{split}|{num_classes}".encode()).hexdigest()[:16]
+    name = "" if label_file == SEGMENT_FILE else f"|{label_file}"  # ScanNet200's keys as before
+    key = hashlib.sha1(f"{data_root.resolve()}|{split}|{num_classes}{name}".encode()).hexdigest()[:16]
     return base / f"{key}.json"
 
 
-def _scene_list(data_root: Path, split: str) -> list[list]:
+def _scene_list(data_root: Path, split: str, label_file: str = SEGMENT_FILE) -> list[list]:
     """The cache key: per scene its name and its label file's size, mtime and inode, so that a
     relabelled folder (same scene names, new ``segment200.npy``) is counted again."""
     key = []
-    for path in sorted((data_root / split).glob(f"*/{SEGMENT_FILE}")):
+    for path in sorted((data_root / split).glob(f"*/{label_file}")):
         st = path.stat()
         key.append([path.parent.name, st.st_size, st.st_mtime_ns, st.st_ino])
     return key
 
 
 def load_class_counts(
-    data_root: str | Path, split: str = "train", num_classes: int = NUM_CLASSES, cache: bool = True
+    data_root: str | Path,
+    split: str = "train",
+    num_classes: int = NUM_CLASSES,
+    cache: bool = True,
+    spec: DatasetSpec | None = None,
 ) -> ClassCounts:
-    """Counts from ``DATA/stats.json`` when it has them, else counted from the scenes (cached)."""
-    root = Path(data_root)
-    stats_path = root / STATS_FILE
+    """Counts from ``DATA/stats.json`` (the ``spec``'s statistics file) when it has them, else
+    counted from the scenes (cached). With ``spec``, ``num_classes`` must be its class count; a
+    class subset gets its parent's counts of the kept classes."""
+    if spec is None:
+        return _load_file_counts(Path(data_root), split, num_classes, cache, STATS_FILE, SEGMENT_FILE)
+    if int(num_classes) != spec.num_classes:
+        raise ValueError(f"class counts: {num_classes} classes asked for, dataset {spec.name!r} has {spec.num_classes}")
+    counts = _load_file_counts(Path(data_root), split, spec.file_classes, cache, spec.stats_file, spec.label_file)
+    if spec.from_file is None:
+        return counts
+    kept = np.flatnonzero(spec.from_file >= 0)
+    order = kept[np.argsort(spec.from_file[kept])]  # file class index of subset class 0..K−1
+    return ClassCounts(counts.points[order], counts.scenes[order], f"{counts.source}, classes of {spec.name}", counts.num_scenes)
+
+
+def _load_file_counts(
+    root: Path, split: str, num_classes: int, cache: bool, stats_file: str, label_file: str
+) -> ClassCounts:
+    stats_path = root / stats_file
     if stats_path.is_file():
         counts = read_stats(stats_path, split, num_classes)
         if counts is not None:
             return counts
         log.warning("%s: no per-class counts for split %r; counting the scenes instead", stats_path, split)
-    cache_path = _cache_file(root, split, num_classes) if cache else None
-    scenes = _scene_list(root, split)
+    cache_path = _cache_file(root, split, num_classes, label_file) if cache else None
+    scenes = _scene_list(root, split, label_file)
     if cache_path is not None and cache_path.is_file():
         try:
             cached = json.loads(cache_path.read_text(encoding="utf-8"))
@@ -243,12 +273,12 @@ def load_class_counts(
                 log.info("class counts of %s/%s from the cache %s", root, split, cache_path)
                 return ClassCounts(
                     np.asarray(cached["points"], dtype=np.int64), np.asarray(cached["scenes_with_class"], dtype=np.int64),
-                    f"{root / split}/*/{SEGMENT_FILE} ({len(scenes)} scenes, cached in {cache_path})", len(scenes),
+                    f"{root / split}/*/{label_file} ({len(scenes)} scenes, cached in {cache_path})", len(scenes),
                 )
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a stale or broken cache is recounted and rewritten
-    log.info("%s has no class counts: counting %s/%s/*/%s once", stats_path, root, split, SEGMENT_FILE)
-    counts = count_split(root, split, num_classes)
+    log.info("%s has no class counts: counting %s/%s/*/%s once", stats_path, root, split, label_file)
+    counts = count_split(root, split, num_classes, label_file)
     if cache_path is not None:
         payload = {"root": str(root.resolve()), "split": split, "scenes": scenes,
                    "points": counts.points.tolist(), "scenes_with_class": counts.scenes.tolist()}
@@ -259,8 +289,11 @@ def load_class_counts(
     return counts
 
 
-def compute_stats(root: str | Path, lists: dict[str, Sequence[str]], labelled_splits: Sequence[str]) -> dict:
-    """Per-split class statistics over every finished scene folder of the lists.
+def compute_stats(
+    root: str | Path, lists: dict[str, Sequence[str]], labelled_splits: Sequence[str], spec: DatasetSpec | None = None
+) -> dict:
+    """Per-split class statistics of ``spec`` (default ScanNet200; its label file, as stored)
+    over every finished scene folder of the lists.
 
     ``class_point_counts[k]`` counts the points of class index k, ``class_scene_counts[k]`` the
     scenes with at least one; ``imbalance_factor`` is max/min point count over the classes present
@@ -268,23 +301,31 @@ def compute_stats(root: str | Path, lists: dict[str, Sequence[str]], labelled_sp
     ``scenes_without_labels`` names the labelled scenes in which no vertex has a class: they
     count, but teach nothing (an annotation that does not match its mesh?).
     """
-    table = meta.class_table()
-    stats: dict = {"class_names": list(table.name), "scannet_ids": table.scannet_id.tolist(), "splits": {}}
+    spec = default_spec() if spec is None else spec
+    if spec.from_file is not None:
+        raise ValueError(f"compute_stats: {spec.name!r} is a class subset; its counts are its parent's")
+    k = spec.num_classes
+    stats: dict = {"class_names": list(spec.names), f"{spec.id_name}s": spec.ids.tolist(), "splits": {}}
+    if spec.name != "scannet200":
+        stats = {"dataset": spec.name, **stats}  # stats.json of ScanNet200 stays as it was
+    label_files = (spec.label_file, INSTANCE_SCENE_FILE)
     for split, scenes in lists.items():
         labelled = split in labelled_splits
-        folders = [scene_dir(root, split, s) for s in scenes if is_finished(scene_dir(root, split, s), labelled)]
+        folders = [
+            scene_dir(root, split, s) for s in scenes if is_finished(scene_dir(root, split, s), labelled, label_files)
+        ]
         entry: dict = {"num_scenes": len(folders), "num_points": 0}
-        points = np.zeros(NUM_CLASSES, dtype=np.int64)
-        with_class = np.zeros(NUM_CLASSES, dtype=np.int64)
+        points = np.zeros(k, dtype=np.int64)
+        with_class = np.zeros(k, dtype=np.int64)
         ignored = 0
         without_labels = []
         for folder in folders:
             if not labelled:
                 entry["num_points"] += num_points(folder)
                 continue
-            seg = load_npy(folder / SEGMENT_FILE).astype(np.int64)
-            valid = (seg >= 0) & (seg < NUM_CLASSES)
-            counts = np.bincount(seg[valid], minlength=NUM_CLASSES)
+            seg = load_npy(folder / spec.label_file).astype(np.int64)
+            valid = (seg >= 0) & (seg < k)
+            counts = np.bincount(seg[valid], minlength=k)
             points += counts
             with_class += counts > 0
             ignored += int((~valid).sum())
@@ -310,19 +351,22 @@ def write_stats(
     lists: dict[str, Sequence[str]],
     labelled_splits: Sequence[str],
     dangling: dict[str, list[int]] | None = None,
+    spec: DatasetSpec | None = None,
 ) -> Path:
-    """Write ``DATA/stats.json`` (:func:`compute_stats`) atomically; returns its path.
+    """Write ``DATA/<spec.stats_file>`` (:func:`compute_stats`; ``stats.json`` for ScanNet200)
+    atomically; returns its path.
 
     ``dangling`` (scene → [dangling, aggregated] segment ids, found while reading the raw files)
     goes into each labelled split's ``scenes_with_dangling_segments``.
     """
-    stats = compute_stats(root, lists, labelled_splits)
+    spec = default_spec() if spec is None else spec
+    stats = compute_stats(root, lists, labelled_splits, spec)
     for split in labelled_splits:
         if split in stats["splits"]:
             stats["splits"][split]["scenes_with_dangling_segments"] = {
                 s: list(dangling[s]) for s in lists[split] if dangling and s in dangling
             }
-    path = Path(root) / STATS_FILE
+    path = Path(root) / spec.stats_file
     atomic_write_text(path, json.dumps(stats, indent=1) + "\n")
     return path
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from pointseg.datasets import spec_of
 from pointseg.engine.checkpoint import load_for_inference
 from pointseg.engine.config import load_config
 from pointseg.evaluation.label_map import check_label_set
@@ -48,7 +49,7 @@ def load_ensemble(
         cfgs.append(cfg)
     cfg = load_config(config, overrides) if config else cfgs[0]
     check_members(checkpoints, cfgs, cfg)
-    check_label_set(checkpoints[0], int(cfg.model.num_classes), label_map)
+    check_label_set(checkpoints[0], int(cfg.model.num_classes), label_map, spec_of(cfg.data))
     return models, cfg
 
 

@@ -24,11 +24,11 @@ from pointseg.data.dataset import pipeline
 from pointseg.data.scan_frame import to_scannet_frame, up_to_z, warn_units
 from pointseg.data.scan_io import Scan
 from pointseg.data.transforms import Compose
+from pointseg.datasets import DatasetSpec, default_spec, spec_of
 from pointseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from pointseg.engine.config import compose, file_layers, to_plain_dict
 from pointseg.engine.ensemble import check_members
 from pointseg.evaluation.label_map import check_label_set
-from pointseg.meta import class_table
 from pointseg.preprocessing.normals import normalize, vertex_normals
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,13 @@ class Predictor:
     def num_classes(self) -> int:
         return int(self.cfg.model.num_classes)
 
+    @property
+    def spec(self) -> DatasetSpec:
+        """The label space the models' config trained on (``data.dataset`` / ``data.classes``)."""
+        return spec_of(self.cfg.data)
+
     def scannet200_index(self, model_class: np.ndarray) -> np.ndarray:
-        """ScanNet200 class index (0..199) of each model class index."""
+        """Class index of the dataset (ScanNet200's 0..199 by default) of each model class index."""
         return model_class if self.label_map is None else self.label_map[model_class]
 
 
@@ -120,7 +125,7 @@ def load_predictor(
         cfgs.append(cfg)
     check_members(checkpoints, cfgs, cfgs[0])
     cfg = cfgs[0]
-    check_label_set(checkpoints[0], int(cfg.model.num_classes), label_map)
+    check_label_set(checkpoints[0], int(cfg.model.num_classes), label_map, spec_of(cfg.data))
     return Predictor(models, cfg, pipeline(cfg.data, "test", fragments=False), label_map)
 
 
@@ -193,22 +198,23 @@ def _normals(scan: Scan, keep: np.ndarray, coord: np.ndarray, up: str) -> np.nda
 
 
 def scannet_labels(predictor: Predictor, model_class: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ScanNet id (int32) and class colour (uint8 RGB) of every point of the scan, from the model
-    class of its kept points; dropped points get ``UNLABELLED_ID`` and black."""
-    table = class_table()
+    """Benchmark id (int32; the ScanNet id for ScanNet200, the NYU40 id for ScanNet20) and class
+    colour (uint8 RGB) of every point of the scan, from the model class of its kept points;
+    dropped points get ``UNLABELLED_ID`` and black."""
+    spec = predictor.spec
     index = predictor.scannet200_index(np.asarray(model_class))
     ids = np.full(len(keep), UNLABELLED_ID, dtype=np.int32)
     colors = np.zeros((len(keep), 3), dtype=np.uint8)
-    ids[keep] = table.scannet_id[index]
-    colors[keep] = table.color[index]
+    ids[keep] = spec.ids[index]
+    colors[keep] = spec.colors[index]
     return ids, colors
 
 
-def class_counts(ids: np.ndarray) -> list[dict]:
+def class_counts(ids: np.ndarray, spec: DatasetSpec | None = None) -> list[dict]:
     """Per predicted class ``{"id", "name", "points"}``, most points first (unlabelled points,
-    ``UNLABELLED_ID``, as "unlabelled")."""
-    table = class_table()
-    name_of = dict(zip(table.scannet_id.tolist(), table.name))
+    ``UNLABELLED_ID``, as "unlabelled"); names of ``spec`` (default ScanNet200)."""
+    spec = default_spec() if spec is None else spec
+    name_of = dict(zip(spec.ids.tolist(), spec.names))
     values, counts = np.unique(ids, return_counts=True)
     rows = [{"id": int(v), "name": name_of.get(int(v), "unlabelled"), "points": int(c)} for v, c in zip(values, counts)]
     return sorted(rows, key=lambda r: (-r["points"], r["id"]))

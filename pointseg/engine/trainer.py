@@ -206,6 +206,7 @@ class Trainer:
 
     def _build(self, resume: bool) -> None:
         from pointseg.data import build_dataset
+        from pointseg.datasets import spec_of
         from pointseg.models.segmentor import build_segmentor
 
         cfg = self.cfg
@@ -240,18 +241,19 @@ class Trainer:
         self.batch_size = int(cfg.data.batch_size)
         # Augmentations follow the run's seed unless the config sets data.seed itself.
         data_cfg = {**to_plain_dict(cfg.data), "seed": self.seed if cfg.data.seed is None else int(cfg.data.seed)}
-        self.train_set = build_dataset(data_cfg, "train", "train")
+        spec = spec_of(data_cfg)  # the dataset's split folders and label space
+        self.train_set = build_dataset(data_cfg, spec.train_split, "train", num_classes=int(cfg.model.num_classes))
         self._repeat_factors = None
         if cfg.data.sampler == "repeat_factor":
             from pointseg.data.sampler import repeat_factors, scene_classes
 
             if int(cfg.data.loop) != 1:
                 raise ValueError("data.sampler repeat_factor sets how often each scene is visited; use it with data.loop 1")
-            present = scene_classes(self.train_set.scenes, int(cfg.model.num_classes))
+            present = scene_classes(self.train_set.scenes, int(cfg.model.num_classes), self.train_set.spec)
             self._repeat_factors = repeat_factors(present, float(cfg.data.repeat_threshold))
         self.val_set = None
-        if self.opts.validate and self._has_split("val"):
-            self.val_set = build_dataset(data_cfg, "val", "val")
+        if self.opts.validate and self._has_split(spec.val_split):
+            self.val_set = build_dataset(data_cfg, spec.val_split, "val")
 
         self.iteration = 0
         self.epoch = 0

@@ -1,9 +1,11 @@
-"""ScanNet200 semantic-label metrics from a (K+1)×(K+1) confusion matrix.
+"""Semantic-label metrics (ScanNet's benchmark rule) from a (K+1)×(K+1) confusion matrix.
 
 Rows are ground truth, columns predictions. Column K collects predictions that are not one of
 the K classes (−1, ≥ K, anything invalid): by the benchmark's rule such a prediction is a miss
 (false negative of the ground-truth class, false positive of no class). Row K stays zero: vertices
 whose ground truth is not one of the K classes are ignored. Memory is constant in the split size.
+Class names, ids and evaluation groups (ScanNet200's head / common / tail) come from the dataset's
+spec (``pointseg.datasets``); without one, K = 200 means ScanNet200.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from pointseg import meta
+from pointseg.datasets import DatasetSpec, default_spec
 from pointseg.utils.comm import all_reduce_, collective_device, is_distributed
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -56,10 +59,11 @@ class SemSegMetric:
     training; accepts numpy arrays and torch tensors of any integer dtype.
     """
 
-    def __init__(self, num_classes: int = meta.NUM_CLASSES) -> None:
+    def __init__(self, num_classes: int = meta.NUM_CLASSES, spec: DatasetSpec | None = None) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = num_classes
+        self.spec = spec
         self.confusion = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
 
     def reset(self) -> None:
@@ -90,7 +94,7 @@ class SemSegMetric:
 
     def evaluate(self) -> dict[str, Any]:
         """Benchmark summary: see :func:`summarize`."""
-        return summarize(self.confusion)
+        return summarize(self.confusion, self.spec)
 
 
 def per_class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
@@ -108,19 +112,24 @@ def per_class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
     return {"tp": tp, "fp": fp, "fn": fn, "gt_points": gt_points, "iou": iou, "acc": acc}
 
 
-def summarize(confusion: np.ndarray) -> dict[str, Any]:
+def summarize(confusion: np.ndarray, spec: DatasetSpec | None = None) -> dict[str, Any]:
     """Summary of a (K+1)×(K+1) confusion matrix by ScanNet's semantic-label rule.
 
-    ``miou`` and the split means are means over classes that have an IoU (absent from the ground
-    truth and never predicted → NaN, left out); ``<split>_classes`` name the classes each split
+    ``miou`` and the group means are means over classes that have an IoU (absent from the ground
+    truth and never predicted → NaN, left out); ``<group>_classes`` name the classes each group
     mean is over (a benchmark that uses some of the 200 classes is scored on those it holds, plus
     any other class it predicts). ``miou_absent_as_zero`` counts absent classes as 0 over all K
-    classes (Pointcept's convention). Split means and class names need K = 200.
+    classes (Pointcept's convention). Class names, ids and groups come from ``spec`` (which must
+    have K classes); without it only K = 200 (ScanNet200) has them, other K get ``class_<i>``.
     """
     confusion = np.asarray(confusion)
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1] or confusion.shape[0] < 2:
         raise ValueError(f"confusion matrix must be (K+1)×(K+1), got shape {confusion.shape}")
     k = confusion.shape[0] - 1
+    if spec is None and k == meta.NUM_CLASSES:
+        spec = default_spec()
+    if spec is not None and spec.num_classes != k:
+        raise ValueError(f"confusion matrix has {k} classes but dataset {spec.name!r} has {spec.num_classes}")
     s = per_class_scores(confusion)
     iou, acc = s["iou"], s["acc"]
     total = int(s["gt_points"].sum())
@@ -132,12 +141,13 @@ def summarize(confusion: np.ndarray) -> dict[str, Any]:
         "num_classes_evaluated": int((~np.isnan(iou)).sum()),
         "num_points": total,
     }
-    if k == meta.NUM_CLASSES:
-        table = meta.class_table()
-        for split, mask in table.split_masks.items():
-            out[f"{split}_miou"] = _nanmean(iou[mask])
-            out[f"{split}_classes"] = [table.name[i] for i in np.flatnonzero(mask & ~np.isnan(iou))]
-        names, splits, ids = table.name, table.split, table.scannet_id.tolist()
+    if spec is not None:
+        out["dataset"] = spec.name
+        out["groups"] = list(spec.group_names)
+        for group, mask in spec.group_masks.items():
+            out[f"{group}_miou"] = _nanmean(iou[mask])
+            out[f"{group}_classes"] = [spec.names[i] for i in np.flatnonzero(mask & ~np.isnan(iou))]
+        names, splits, ids = spec.names, tuple(spec.class_group(i) for i in range(k)), spec.ids.tolist()
     else:
         names, splits, ids = tuple(f"class_{i}" for i in range(k)), ("",) * k, [None] * k
     out["per_class"] = [

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from pointseg.data.stats import COUNT_KINDS, STATS_FILE, class_prior, load_class_counts, read_stats
+from pointseg.datasets import DatasetSpec
 from pointseg.evaluation.inference import Model
 
 
@@ -87,10 +88,15 @@ class Posthoc:
 
 
 def read_prior(
-    num_classes: int, data_root: str | Path | None = None, stats_path: str | Path | None = None, by: str = "points"
+    num_classes: int,
+    data_root: str | Path | None = None,
+    stats_path: str | Path | None = None,
+    by: str = "points",
+    spec: DatasetSpec | None = None,
 ) -> tuple[np.ndarray, str]:
     """The training class prior p (K,) and where it came from: ``stats_path`` (a ``stats.json``),
-    else the training split of ``data_root`` (its ``stats.json``, or its labels counted)."""
+    else the training split of ``data_root`` (the statistics file of ``spec``, default
+    ScanNet200's ``stats.json``, or its labels counted)."""
     if by not in COUNT_KINDS:
         raise ValueError(f"--prior-by must be one of {list(COUNT_KINDS)}, got {by!r}")
     if stats_path is not None:
@@ -102,7 +108,7 @@ def read_prior(
             raise ValueError(f"{path}: no per-class counts of the train split (splits.train.class_point_counts / class_scene_counts)")
     elif data_root is not None:
         try:
-            counts = load_class_counts(data_root, "train", num_classes)
+            counts = load_class_counts(data_root, "train", num_classes, spec=spec)
         except FileNotFoundError as e:
             raise ValueError(f"{data_root}: no {STATS_FILE} with class counts and no training scenes ({e}); give --prior PATH") from e
     else:

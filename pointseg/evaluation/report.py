@@ -63,7 +63,7 @@ def format_table(metrics: dict[str, Any]) -> str:
             lines.append(f"{label:<48} {_fmt(metrics[key])}")
     if "num_classes_evaluated" in metrics:
         lines.append(f"{'classes with an IoU':<48} {metrics['num_classes_evaluated']:>5}")
-    for split in SPLITS:
+    for split in metrics.get("groups", SPLITS):
         if f"{split}_classes" in metrics:
             names = metrics[f"{split}_classes"]
             lines.append(f"{split} mean over {len(names)} classes: " + (", ".join(names) if len(names) <= 12 else f"{', '.join(names[:12])}, ..."))
@@ -82,7 +82,7 @@ def plot_per_class_iou(metrics: dict[str, Any], path: str | os.PathLike) -> None
     ax.bar(np.arange(len(rows)), np.nan_to_num(100 * iou), color=colors, width=0.85)
     ax.set_xlim(-1, len(rows))
     ax.set_ylim(0, 100)
-    ax.set_xlabel("class index (ScanNet200 order)")
+    ax.set_xlabel(f"class index ({metrics.get('dataset', 'scannet200')} order)")
     ax.set_ylabel("IoU (%)")
     title = f"per-class IoU: mIoU {_fmt(metrics.get('miou')).strip()}"
     for s in SPLITS:

@@ -1,7 +1,9 @@
-"""ScanNet200 submission files: ``<scene>.txt`` with one ScanNet id per mesh vertex, zipped.
+"""Benchmark submission files: ``<scene>.txt`` with one class id per mesh vertex, zipped.
 
-The benchmark server wants the ``scannet_id`` (1..1191) of the predicted class, one line per vertex
-of ``<scene>_vh_clean_2.ply`` in mesh order, one file per test scene at the root of the zip.
+The benchmark server wants the id of the predicted class (the dataset spec's ``ids``: the
+``scannet_id`` 1..1191 for ScanNet200, the NYU40 id for ScanNet v2's 20 classes), one line per
+vertex of ``<scene>_vh_clean_2.ply`` in mesh order, one file per test scene at the root of the
+zip. Every function takes the spec; without one it is ScanNet200.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pointseg import meta
+from pointseg.datasets import DatasetSpec, default_spec
 from pointseg.preprocessing.raw import RAW_SCAN_FOLDER, mesh_file, raw_scene_dir, raw_scene_list
 from pointseg.utils.io import atomic_path, atomic_write_text
 
@@ -23,35 +25,32 @@ _DIGITS_AND_SIGNS = re.compile(r"[0-9+-]*")
 MAX_PROBLEMS_SHOWN = 5  # bad lines quoted per scene; the count is always given
 
 
-def index_to_scannet_id(pred: np.ndarray) -> np.ndarray:
-    """Class indices 0..199 → ScanNet ids; any other value is an error (a submission must be valid)."""
-    pred = np.asarray(pred)
-    if not np.issubdtype(pred.dtype, np.integer):
-        raise TypeError(f"predictions must be integer class indices, got dtype {pred.dtype}")
-    bad = (pred < 0) | (pred >= meta.NUM_CLASSES)
-    if bad.any():
-        raise ValueError(f"{int(bad.sum())} predictions are not a class index 0..{meta.NUM_CLASSES - 1}")
-    return meta.class_table().scannet_id[pred]
+def index_to_scannet_id(pred: np.ndarray, spec: DatasetSpec | None = None) -> np.ndarray:
+    """Class indices 0..K−1 → the benchmark's ids (ScanNet ids for ScanNet200); any other value
+    is an error (a submission must be valid)."""
+    return (default_spec() if spec is None else spec).to_ids(pred)
 
 
-def format_prediction(pred: np.ndarray) -> str:
-    """Text of one ``<scene>.txt``: the ScanNet id of each vertex's class, one per line."""
-    ids = index_to_scannet_id(np.asarray(pred).reshape(-1))
+def format_prediction(pred: np.ndarray, spec: DatasetSpec | None = None) -> str:
+    """Text of one ``<scene>.txt``: the id of each vertex's class, one per line."""
+    ids = index_to_scannet_id(np.asarray(pred).reshape(-1), spec)
     return "".join(f"{i}\n" for i in ids.tolist())
 
 
-def write_prediction_txt(path: str | os.PathLike, pred: np.ndarray) -> None:
-    """Write one ``<scene>.txt`` (class indices in, ScanNet ids out), atomically."""
-    atomic_write_text(path, format_prediction(pred))
+def write_prediction_txt(path: str | os.PathLike, pred: np.ndarray, spec: DatasetSpec | None = None) -> None:
+    """Write one ``<scene>.txt`` (class indices in, the benchmark's ids out), atomically."""
+    atomic_write_text(path, format_prediction(pred, spec))
 
 
-def write_submission(path: str | os.PathLike, predictions: Mapping[str, np.ndarray]) -> Path:
+def write_submission(
+    path: str | os.PathLike, predictions: Mapping[str, np.ndarray], spec: DatasetSpec | None = None
+) -> Path:
     """Zip ``{scene: per-vertex class indices}`` as ``<scene>.txt`` files at the zip root, atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for scene in sorted(predictions):
-                zf.writestr(f"{scene}.txt", format_prediction(predictions[scene]))
+                zf.writestr(f"{scene}.txt", format_prediction(predictions[scene], spec))
     return path
 
 
@@ -65,8 +64,11 @@ def write_submission_from_txt(path: str | os.PathLike, txt_files: Iterable[str |
     return path
 
 
-def parse_prediction_text(text: str, where: str) -> tuple[np.ndarray | None, list[str]]:
-    """Parse one ``<scene>.txt``: (ScanNet ids or None, problems). ``where`` names the scene."""
+def parse_prediction_text(
+    text: str, where: str, spec: DatasetSpec | None = None
+) -> tuple[np.ndarray | None, list[str]]:
+    """Parse one ``<scene>.txt``: (class ids or None, problems). ``where`` names the scene."""
+    spec = default_spec() if spec is None else spec
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line
@@ -82,23 +84,23 @@ def parse_prediction_text(text: str, where: str) -> tuple[np.ndarray | None, lis
         shown = ", ".join(f"line {i + 1}: {lines[i]!r}" for i in bad[:MAX_PROBLEMS_SHOWN])
         problems.append(f"{where}: {len(bad)} line(s) are not an integer ({shown})")
         return None, problems
-    valid = np.isin(ids, meta.class_table().scannet_id)
+    valid = np.isin(ids, spec.ids)
     if not valid.all():
         bad = np.flatnonzero(~valid)
         shown = ", ".join(f"line {i + 1}: {ids[i]}" for i in bad[:MAX_PROBLEMS_SHOWN])
-        problems.append(f"{where}: {bad.size} line(s) are not a ScanNet200 class id ({shown})")
+        problems.append(f"{where}: {bad.size} line(s) are not a {spec.display_name} class id ({shown})")
     return ids, problems
 
 
-def read_submission(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """``{scene: ScanNet ids}`` of a submission zip; raises ValueError naming the first bad file."""
+def read_submission(path: str | os.PathLike, spec: DatasetSpec | None = None) -> dict[str, np.ndarray]:
+    """``{scene: class ids}`` of a submission zip; raises ValueError naming the first bad file."""
     out: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(path) as zf:
         for name in zf.namelist():
             if name.endswith("/"):
                 continue
             scene = name.removesuffix(".txt")
-            ids, problems = parse_prediction_text(zf.read(name).decode("utf-8"), f"{path}: {name}")
+            ids, problems = parse_prediction_text(zf.read(name).decode("utf-8"), f"{path}: {name}", spec)
             if problems:
                 raise ValueError(problems[0])
             out[scene] = ids
@@ -154,12 +156,15 @@ def raw_vertex_counts(raw: str | os.PathLike, split: str = "test") -> tuple[dict
     return counts, problems
 
 
-def validate_submission(path: str | os.PathLike, expected: Mapping[str, int]) -> list[str]:
+def validate_submission(
+    path: str | os.PathLike, expected: Mapping[str, int], spec: DatasetSpec | None = None
+) -> list[str]:
     """Every problem of a submission zip against ``{scene: vertex count}`` (−1: count unknown).
 
     Checks: the zip opens; every entry is a ``<scene>.txt`` at the root; exactly one file per
     expected scene (missing, extra, duplicate); line count equals the vertex count; every line is an
-    integer ScanNet200 id. Returns an empty list when the submission is valid.
+    integer class id of ``spec`` (default ScanNet200). Returns an empty list when the submission
+    is valid.
     """
     path = Path(path)
     problems: list[str] = []
@@ -193,7 +198,7 @@ def validate_submission(path: str | os.PathLike, expected: Mapping[str, int]) ->
             except (zipfile.BadZipFile, UnicodeDecodeError, OSError) as e:
                 problems.append(f"{scene}: cannot read {name} ({e})")
                 continue
-            ids, bad = parse_prediction_text(text, scene)
+            ids, bad = parse_prediction_text(text, scene, spec)
             problems += bad
             n_lines = len(text.split("\n")) - (text == "" or text.endswith("\n"))
             if expected[scene] >= 0 and n_lines != expected[scene]:

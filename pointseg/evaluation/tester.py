@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from pointseg.data.scene import SEGMENT_FILE, load_scene, num_points
+from pointseg.datasets import DatasetSpec, default_spec
 from pointseg.evaluation.inference import Model, TTAView, predict_scene
 from pointseg.evaluation.metrics import SemSegMetric
 from pointseg.evaluation.report import (
@@ -39,7 +40,6 @@ from pointseg.evaluation.submission import (
     write_prediction_txt,
     write_submission_from_txt,
 )
-from pointseg.meta import NUM_CLASSES
 from pointseg.preprocessing.raw import raw_scene_list
 from pointseg.utils.comm import all_gather_object, barrier
 from pointseg.utils.errors import one_line
@@ -70,6 +70,11 @@ class SplitResult:
         return not self.failed and not self.submission_problems and not self.nothing_scored
 
 
+def dataset_spec(dataset: Any) -> DatasetSpec:
+    """The label space of ``dataset`` (its ``spec``; ScanNet200 for a dataset without one)."""
+    return getattr(dataset, "spec", None) or default_spec()
+
+
 def preprocessed_vertex_counts(scene_dirs: Sequence[Path]) -> dict[str, int]:
     """``{scene: N}`` from each scene folder's ``coord.npy`` header."""
     return {d.name: num_points(d) for d in scene_dirs}
@@ -98,15 +103,16 @@ def predict_split(
 ) -> Iterator[ScenePrediction]:
     """Predict this process's share of the scenes of ``dataset`` (a test-mode ``ScanNet200Dataset``,
     with or without fragments). A scene that fails yields its error; the others go on.
-    ``label_map`` (model class → ScanNet200 class) maps the predictions of a model of another
+    ``label_map`` (model class → class of the dataset) maps the predictions of a model of another
     label set."""
+    spec = dataset_spec(dataset)
     mine = list(range(rank, len(dataset.scenes), world_size))
     bar = tqdm(mine, desc=f"{dataset.split} scenes", unit="scene", disable=not progress or rank != 0)
     for i in bar:
         folder = dataset.scenes[i]
         bar.set_postfix_str(folder.name)
         try:
-            data = load_scene(folder)
+            data = load_scene(folder, spec)
             prob = predict_scene(models, data, dataset.transforms, views, num_classes, device, dataset.rng(i))
             pred = prob.argmax(dim=1).cpu().numpy()
             yield ScenePrediction(folder.name, pred if label_map is None else label_map[pred], data.get("segment"))
@@ -124,7 +130,8 @@ def score_split(
     are recorded in ``metrics.json`` too. None, and nothing written, when no labelled point was
     scored (``result.nothing_scored``)."""
     for s in result.unlabelled:
-        result.failed.setdefault(s, f"no {SEGMENT_FILE}: a labelled split needs ground truth")
+        label_file = metric.spec.label_file if metric.spec is not None else SEGMENT_FILE
+        result.failed.setdefault(s, f"no {label_file}: a labelled split needs ground truth")
     metrics = metric.evaluate()
     metrics["split"] = split
     metrics["scenes"] = len(result.scenes) - len(result.failed)
@@ -175,7 +182,7 @@ def submit_split(
                 "%d official %s scenes are not in %s (e.g. %s); the benchmark server needs all of them",
                 len(missing), split, Path(dataset.root) / split, missing[0],
             )
-    return submission, problems + validate_submission(submission, expected)
+    return submission, problems + validate_submission(submission, expected, dataset_spec(dataset))
 
 
 def evaluate_split(
@@ -197,17 +204,20 @@ def evaluate_split(
 
     Labelled splits get ``metrics.json``, ``confusion.npz`` and ``per_class_iou.png``; the test
     split gets ``submission.zip``, validated. Processes share the scenes; rank 0 sums and writes.
-    With ``label_map`` the models predict ``num_classes`` classes mapped into ScanNet200's, which
-    are scored. ``extra_metrics`` are recorded in ``metrics.json``.
+    With ``label_map`` the models predict ``num_classes`` classes mapped into the dataset's, which
+    are scored. Class names, groups and submission ids are the dataset's (``dataset.spec``).
+    ``extra_metrics`` are recorded in ``metrics.json``.
     """
     out_dir = Path(out_dir)
     check_writable_folder(out_dir)  # before the first scene, not after the last
-    is_test = dataset.split == "test"
+    is_test = dataset.split == dataset_spec(dataset).test_split
     if is_test and raw is not None:
         check_raw_release(raw, dataset.split)  # before predicting every scene, not after
     txt_dir = out_dir / (PREDICTIONS_DIR if save_predictions or not is_test else STAGING_DIR)
     write_txt = save_predictions or is_test
-    metric = SemSegMetric(num_classes if label_map is None else NUM_CLASSES)
+    spec = dataset_spec(dataset)
+    k = num_classes if label_map is None else spec.num_classes
+    metric = SemSegMetric(k, spec if spec.num_classes == k else None)
     result = SplitResult(scenes=list(dataset.names))
     failed: dict[str, str] = {}
     unlabelled: list[str] = []
@@ -220,7 +230,7 @@ def evaluate_split(
         else:
             unlabelled.append(p.name)
         if write_txt:
-            write_prediction_txt(txt_dir / f"{p.name}.txt", p.pred)
+            write_prediction_txt(txt_dir / f"{p.name}.txt", p.pred, spec)
     metric.all_reduce()
     for part in all_gather_object((failed, unlabelled)):
         result.failed.update(part[0])

@@ -1,19 +1,24 @@
-"""The official ScanNet200 label rule (``BenchmarkScripts/ScanNet200/preprocess_scannet200.py``).
+"""The official ScanNet label rule (``BenchmarkScripts/ScanNet200/preprocess_scannet200.py``;
+Pointcept's ScanNet preprocessing applies it to the 20 classes as well).
 
 Every vertex starts unlabelled. For each segment group in file order, the vertices whose
-over-segment id is in the group's ``segments`` get the ScanNet id of the first tsv row whose
-``raw_category`` equals the group's ``label`` (no row → 0); a later group overwrites an earlier
-one, also when its id is 0; ids that are not one of the 200 classes are unlabelled. Here the
-result is the contiguous class index 0..199 with −1 for unlabelled (``meta.IGNORE_INDEX``).
+over-segment id is in the group's ``segments`` get the class of the group's ``label`` (raw
+category); a later group overwrites an earlier one, also when its label is no class. How a raw
+category becomes a class is the dataset's (``DatasetSpec.raw_labels``): for ScanNet200 the
+ScanNet id of the first tsv row whose ``raw_category`` equals the label (no row → 0), for ScanNet
+v2 its ``nyu40id``; ids that are not one of the dataset's classes are unlabelled. Here the result
+is the contiguous class index 0..K−1 with −1 for unlabelled (``meta.IGNORE_INDEX``).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from pointseg import meta
+from pointseg.datasets.base import RawLabelRule
+from pointseg.datasets.scannet200 import raw_labels as scannet200_raw_labels
 
 
 def group_class_index(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +39,17 @@ def scannet200_labels(
     still sets the instance, as in Pointcept), ``unknown_vertices`` the number of vertices whose
     final group has a label missing from the tsv (they end up −1; counted for the summary).
     """
+    segments, instance, unknown_vertices = scannet_labels(seg_indices, seg_groups, {"scannet200": scannet200_raw_labels})
+    return segments["scannet200"], instance, unknown_vertices
+
+
+def scannet_labels(
+    seg_indices: np.ndarray, seg_groups: Sequence[dict], rules: Mapping[str, RawLabelRule]
+) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    """Per-vertex labels of several datasets at once (one pass over the groups, as Pointcept
+    writes ``segment20`` and ``segment200`` together): ``({name: segment}, instance,
+    unknown_vertices)`` for ``rules`` mapping a dataset name to its raw-category rule; the rest as
+    :func:`scannet200_labels`."""
     seg_indices = np.asarray(seg_indices, dtype=np.int64)
     # Work on the distinct segment ids (a few thousand) instead of the vertices: ``owner`` is the
     # position of the last group that lists each segment, -1 for none.
@@ -47,14 +63,19 @@ def scannet200_labels(
     vertex_owner = owner[inverse.ravel()]
     labelled = vertex_owner >= 0
 
-    classes, unknown = group_class_index([str(g["label"]) for g in seg_groups])
+    labels = [str(g["label"]) for g in seg_groups]
+    unknown = np.array([label not in meta.raw_category_table() for label in labels], dtype=bool)
     ids = np.array([int(g["id"]) for g in seg_groups], dtype=np.int64)
-    segment = np.full(len(seg_indices), meta.IGNORE_INDEX, dtype=np.int64)
+    segments = {}
+    for name, rule in rules.items():
+        classes = np.asarray(rule(labels), dtype=np.int64)
+        segment = np.full(len(seg_indices), meta.IGNORE_INDEX, dtype=np.int64)
+        segment[labelled] = classes[vertex_owner[labelled]]
+        segments[name] = segment
     instance = np.full(len(seg_indices), -1, dtype=np.int64)
-    segment[labelled] = classes[vertex_owner[labelled]]
     instance[labelled] = ids[vertex_owner[labelled]]
-    unknown_vertices = int(unknown[vertex_owner[labelled]].sum())
-    return segment, instance, unknown_vertices
+    unknown_vertices = int(unknown[vertex_owner[labelled]].sum()) if len(labels) else 0
+    return segments, instance, unknown_vertices
 
 
 def unknown_categories(seg_groups: Sequence[dict]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Raw ScanNet v2 release → ScanNet200 scene folders (Pointcept layout) and ``stats.json``.
+"""Raw ScanNet v2 release → scene folders (Pointcept layout) labelled for ScanNet200 and / or
+ScanNet v2's 20 classes, and each dataset's class statistics.
 
 ``RAW/scans/<scene>/`` holds the train and val scans, ``RAW/scans_test/<scene>/`` the test scans.
 The split of a scene comes from ``RAW/scannetv2_{train,val,test}.txt`` when present (so a partial
@@ -9,8 +10,12 @@ test scans are often not downloaded.
 
 Output per scene, written atomically (the folder appears complete or not at all):
 ``DATA/<split>/<scene>/coord.npy`` float32 (N,3), ``color.npy`` uint8 (N,3), ``normal.npy``
-float32 (N,3) unit, and for train/val ``segment200.npy`` int16 (N,) class index or −1 and
-``instance.npy`` int32 (N,) segGroup id or −1. Vertex order is the mesh's.
+float32 (N,3) unit, and for train/val the label file of each dataset asked for (``datasets``:
+``segment200.npy`` for ScanNet200, the default, ``segment20.npy`` for ScanNet20; int16 (N,) class
+index or −1) and ``instance.npy`` int32 (N,) segGroup id or −1. Vertex order is the mesh's. Asking
+for both writes both in one pass, as Pointcept does; a scene folder redone for one dataset keeps
+the labels of the others it held (relabelled from the same raw scan). Each dataset's per-class
+counts go to its ``DatasetSpec.stats_file`` (``stats.json`` for ScanNet200).
 
 One run at a time writes an output folder (a lock on ``DATA/.lock``); a run first removes the
 temporary folders a killed run left in ``DATA/<split>/``.
@@ -28,8 +33,9 @@ from tqdm import tqdm
 
 from pointseg import meta
 from pointseg.data.scene import is_finished, scene_dir, write_scene_dir
-from pointseg.data.stats import STATS_FILE, read_dangling, write_stats
-from pointseg.preprocessing.labels import dangling_segments, scannet200_labels, unknown_categories
+from pointseg.data.stats import read_dangling, write_stats
+from pointseg.datasets import DATASETS, DEFAULT_DATASET, DatasetSpec
+from pointseg.preprocessing.labels import dangling_segments, scannet_labels, unknown_categories
 from pointseg.preprocessing.normals import normalize, vertex_normals
 from pointseg.preprocessing.raw import (
     RAW_SCAN_FOLDER,
@@ -46,9 +52,20 @@ from pointseg.utils.lock import FolderLock
 log = logging.getLogger(__name__)
 
 LABELLED_SPLITS = ("train", "val")
+INSTANCE_FILE = "instance.npy"
 # A scene whose aggregation lists more than this share of segment ids that its segs.json lacks
 # is reported: the two files almost surely come from different scans.
 DANGLING_SHARE = 0.5
+# Datasets whose labels preprocessing derives from the raw ScanNet annotations.
+RAW_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.raw_labels is not None)
+
+
+def raw_dataset_specs(names: tuple[str, ...] | list[str]) -> list[DatasetSpec]:
+    """The specs of ``names``, each a dataset preprocessing can label (one-line error otherwise)."""
+    bad = [n for n in names if n not in RAW_DATASETS]
+    if bad or not names:
+        raise ValueError(f"preprocessing: datasets {bad or '[]'} cannot be labelled from raw scans; choose from {list(RAW_DATASETS)}")
+    return [DATASETS[n] for n in dict.fromkeys(names)]
 
 
 @dataclass
@@ -105,9 +122,12 @@ class PreprocessSummary:
 # one scene
 
 
-def convert_scene(raw: RawScene, align: bool = False) -> tuple[dict[str, np.ndarray], int]:
-    """Arrays of one scene folder (labels only when ``raw`` has them), in the mesh's vertex order,
-    and the number of vertices ignored for an unknown raw category.
+def convert_scene(
+    raw: RawScene, align: bool = False, datasets: tuple[str, ...] = (DEFAULT_DATASET,)
+) -> tuple[dict[str, np.ndarray], int]:
+    """Arrays of one scene folder (the label file of each of ``datasets`` and the instances, only
+    when ``raw`` has labels), in the mesh's vertex order, and the number of vertices ignored for
+    an unknown raw category.
 
     ``align`` applies ``axisAlignment`` to homogeneous xyz as the official script does, and maps
     the normals by the inverse transpose of its linear part (a rotation for ScanNet).
@@ -125,9 +145,12 @@ def convert_scene(raw: RawScene, align: bool = False) -> tuple[dict[str, np.ndar
     }
     unknown = 0
     if raw.seg_indices is not None:
-        segment, instance, unknown = scannet200_labels(raw.seg_indices, raw.seg_groups)
-        out["segment200.npy"] = segment.astype(np.int16)
-        out["instance.npy"] = instance.astype(np.int32)
+        specs = raw_dataset_specs(datasets)
+        rules = {spec.label_file: spec.raw_labels for spec in specs}
+        segments, instance, unknown = scannet_labels(raw.seg_indices, raw.seg_groups, rules)
+        for name, segment in segments.items():
+            out[name] = segment.astype(np.int16)
+        out[INSTANCE_FILE] = instance.astype(np.int32)
     return out, unknown
 
 
@@ -138,6 +161,7 @@ class SceneTask:
     dst: Path
     labelled: bool
     align: bool
+    datasets: tuple[str, ...] = (DEFAULT_DATASET,)  # names: picklable for the worker processes
 
 
 @dataclass
@@ -154,12 +178,15 @@ def process_scene(task: SceneTask) -> SceneResult:
     """Read, label and write one scene; never raises (a failure comes back as its error line)."""
     try:
         raw = read_raw_scene(task.src, task.scene, labelled=task.labelled)
-        arrays, unknown = convert_scene(raw, align=task.align)
+        # labels of other datasets the folder already holds are written again, not dropped
+        held = tuple(n for n in RAW_DATASETS if (task.dst / DATASETS[n].label_file).is_file())
+        datasets = tuple(dict.fromkeys(task.datasets + held))
+        arrays, unknown = convert_scene(raw, align=task.align, datasets=datasets)
         names = tuple(unknown_categories(raw.seg_groups)) if task.labelled else ()
         write_scene_dir(task.dst, arrays)
         if not task.labelled:
             return SceneResult(task.scene, None, unknown, names)
-        labelled = int((arrays["segment200.npy"] >= 0).sum())
+        labelled = int((arrays[DATASETS[task.datasets[0]].label_file] >= 0).sum())
         return SceneResult(task.scene, None, unknown, names, labelled, dangling_segments(raw.seg_indices, raw.seg_groups))
     except RawSceneError as e:
         return SceneResult(task.scene, str(e))
@@ -179,8 +206,11 @@ def preprocess_scannet200(
     align: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    datasets: tuple[str, ...] | list[str] = (DEFAULT_DATASET,),
 ) -> PreprocessSummary:
-    """Convert every listed scan of ``raw`` into ``out/<split>/<scene>/`` and write ``out/stats.json``.
+    """Convert every listed scan of ``raw`` into ``out/<split>/<scene>/``, labelled for each of
+    ``datasets`` (``RAW_DATASETS`` names), and write each dataset's statistics (``out/stats.json``
+    for ScanNet200).
 
     Finished scene folders are skipped unless ``overwrite``; statistics always cover every
     finished scene of the lists, so they are complete after a rerun. ``workers > 1`` runs scenes
@@ -190,16 +220,25 @@ def preprocess_scannet200(
     ``stats.json`` that cannot be written is ``summary.stats_error``.
     """
     raw, out = Path(raw), Path(out)
+    datasets = tuple(spec.name for spec in raw_dataset_specs(tuple(datasets)))
     if not any((raw / d).is_dir() for d in set(RAW_SCAN_FOLDER.values())):
         raise FileNotFoundError(f"{raw}: no scans/ or scans_test/ folder: not a ScanNet v2 release")
     lists = {split: raw_scene_list(raw, split) for split in meta.SCENE_SPLITS}
     with FolderLock(out, what="preprocessing", noun="output folder"):
-        return _preprocess(raw, out, lists, workers, align, overwrite, progress)
+        return _preprocess(raw, out, lists, workers, align, overwrite, progress, datasets)
 
 
 def _preprocess(
-    raw: Path, out: Path, lists: dict[str, tuple[str, ...]], workers: int, align: bool, overwrite: bool, progress: bool
+    raw: Path,
+    out: Path,
+    lists: dict[str, tuple[str, ...]],
+    workers: int,
+    align: bool,
+    overwrite: bool,
+    progress: bool,
+    datasets: tuple[str, ...],
 ) -> PreprocessSummary:
+    label_files = tuple(DATASETS[n].label_file for n in datasets) + (INSTANCE_FILE,)
     summary = PreprocessSummary()
     for folder in (out, *(out / split for split in meta.SCENE_SPLITS)):
         summary.removed_temporaries += len(remove_temporaries(folder))
@@ -213,12 +252,12 @@ def _preprocess(
         labelled = split in LABELLED_SPLITS
         for scene in lists[split]:
             src, dst = raw_scene_dir(raw, split, scene), scene_dir(out, split, scene)
-            if not overwrite and is_finished(dst, labelled):  # needs no raw files any more
+            if not overwrite and is_finished(dst, labelled, label_files):  # needs no raw files any more
                 summary.skipped.append(scene)
             elif not src.is_dir():
                 summary.failed[scene] = str(RawSceneError(scene, f"{RAW_SCAN_FOLDER[split]}/{scene}", "missing folder"))
             else:
-                tasks.append(SceneTask(scene, src, dst, labelled, align))
+                tasks.append(SceneTask(scene, src, dst, labelled, align, datasets))
 
     results = _run(tasks, workers, progress)
     unknown_names: set[str] = set()
@@ -238,9 +277,13 @@ def _preprocess(
     summary.unknown_categories = sorted(unknown_names)
 
     # Scenes skipped now keep what the run that wrote them found (only the raw files tell).
-    dangling = {s: v for s, v in read_dangling(out / STATS_FILE).items() if s in summary.skipped}
     try:
-        summary.stats_path = write_stats(out, lists, LABELLED_SPLITS, {**dangling, **summary.dangling})
+        for name in datasets:  # the first dataset's statistics file is the one reported
+            spec = DATASETS[name]
+            found = read_dangling(out / spec.stats_file)
+            dangling = {s: v for s, v in found.items() if s in summary.skipped}
+            path = write_stats(out, lists, LABELLED_SPLITS, {**dangling, **summary.dangling}, spec)
+            summary.stats_path = summary.stats_path or path
     except (OSError, ValueError) as e:  # the scenes' summary is still worth reporting
         summary.stats_error = one_line(e)
     return summary
