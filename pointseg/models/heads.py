@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pointseg.losses.ceco import simplex_etf
+from pointseg.losses.etf import simplex_etf
 
 
 class LinearClassifier(nn.Linear):
