@@ -62,9 +62,14 @@ def is_checked(value: Any, schema: type | None = None) -> bool:
 
     if not OmegaConf.is_config(value) or not OmegaConf.is_readonly(value):
         return False
-    root = value._get_root()
-    ref = _CHECKED.get(id(root))
-    if ref is None or ref() is not root:
+    node = value
+    parent = node._get_parent()
+    while parent is not None:  # a copy of a section keeps its parent link, but not its place
+        if parent._get_node(node._key()) is not node:
+            return False
+        node, parent = parent, parent._get_parent()
+    ref = _CHECKED.get(id(node))
+    if ref is None or ref() is not node:
         return False
     return schema is None or OmegaConf.get_type(value) is schema
 
@@ -85,7 +90,9 @@ def replace_checked(cfg: Any, where: str, **changes: Any) -> Any:
         out = OmegaConf.merge(cfg, changes)
     except OmegaConfBaseException as e:
         raise ValueError(f"{where}: {type_error_message(e)}") from None
-    _run_checks(schema, out, where, None, fields=[(k, known[k]) for k in changes])
+    out._set_parent(None)  # a section of its own (the copy kept its parent link)
+    for key in changes:
+        _check_value(known[key], OmegaConf.select(out, key), where, f"{where}.{key}")
     return mark_checked(out)
 
 
@@ -256,17 +263,24 @@ def _run_checks(
     from omegaconf import OmegaConf
 
     for key, f in (leaves(schema) if fields is None else fields):
-        check = f.metadata.get("check")
-        if check is None or OmegaConf.is_missing(cfg, key):
+        if f.metadata.get("check") is None or OmegaConf.is_missing(cfg, key):
             continue
-        value = OmegaConf.select(cfg, key)
-        if OmegaConf.is_config(value):
-            value = OmegaConf.to_container(value, resolve=True)
-        problem = check(value)
-        if problem:
-            origin = source(prefix + key) if source else where
-            full = prefix + key if source else f"{where}.{key}"
-            raise ValueError(f"{origin}: {full} {problem} (got {value!r})")
+        origin = source(prefix + key) if source else where
+        _check_value(f, OmegaConf.select(cfg, key), origin, prefix + key if source else f"{where}.{key}")
+
+
+def _check_value(f: dataclasses.Field, value: Any, origin: str, key: str) -> None:
+    """Run a field's ``check`` on one value; the error names ``origin`` and the dotted ``key``."""
+    from omegaconf import OmegaConf
+
+    check = f.metadata.get("check")
+    if check is None:
+        return
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    problem = check(value)
+    if problem:
+        raise ValueError(f"{origin}: {key} {problem} (got {value!r})")
 
 
 def check_registry_list(items: Any, registry: Mapping[str, Callable[..., Any]], reserved: Sequence[str] = ()) -> str | None:
