@@ -209,16 +209,6 @@ def fixed_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] == "etf"}
 
 
-def find_etf(model: torch.nn.Module) -> torch.Tensor | None:
-    """The fixed simplex-ETF classifier of the CeCo center branch, if the model has one.
-
-    None without CeCo or with a learned center classifier (paper Table 1).
-    """
-    aux = getattr(model, "aux_losses", None)
-    etf = getattr(aux["ceco"], "etf", None) if aux is not None and "ceco" in aux else None
-    return etf.detach().cpu().clone() if isinstance(etf, torch.Tensor) else None
-
-
 def load_for_inference(
     path: str | os.PathLike, overrides: Iterable[str] = (), device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, Any]:

@@ -39,7 +39,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from pointseg.engine.callbacks import BEST, LAST, BestCheckpoint, Callback, RunLog, Snapshots, Step, snapshot_name  # noqa: F401 (re-exported)
+from pointseg.engine.callbacks import (  # noqa: F401 (LAST, BEST and snapshot_name re-exported)
+    BEST,
+    LAST,
+    BestCheckpoint,
+    Callback,
+    RunLog,
+    Snapshots,
+    Step,
+    snapshot_name,
+)
 from pointseg.engine.checkpoint import (
     capture_rng_state,
     fixed_tensors,

@@ -176,9 +176,7 @@ def build_segmentor(cfg: Mapping[str, Any] | Any, train: bool = True, ctx: Build
     ctx = (build_context(cfg) if ctx is None else ctx).with_feature_dim(backbone.feature_dim)
     # The fixed-ETF point classifier uses the center branch's α and seed in ceco.proj_dim dims: the
     # same W* as the branch's when the branch projects (with projection: none, the branch's is smaller).
-    classifier = build_point_classifier(
-        model.point_classifier, ctx.feature_dim, ctx.num_classes, head.proj_dim, head.alpha, ceco.etf_seed
-    )
+    classifier = build_point_classifier(model.point_classifier, ctx, head.proj_dim, head.alpha, ceco.etf_seed)
     if not train:
         return Segmentor(backbone, classifier, None, None)
     criteria = build_criteria(cfg.get("loss") if cfg.get("loss") is not None else DEFAULT_LOSS, ctx=ctx)
