@@ -1,9 +1,10 @@
 """CeCo, the Center Collapse Regularizer (Zhong et al., CVPR 2023, §4.2, Eq. 2-5).
 
-A training-only auxiliary loss (``AUX_LOSSES["ceco"]``, built from the ``ceco`` section): the features of the points of each class present in the batch are pooled
-into a class *center*, the centers are classified by a classifier fixed to a simplex equiangular
-tight frame (ETF), and L_CR, the cross-entropy of the centers against their own classes, is added
-to the point loss: L = L_PR + λ·L_CR. At evaluation the branch is not built. The ETF itself is
+A training-only auxiliary loss (``AUX_LOSSES["ceco"]``, built from the ``ceco`` section): the
+features of the points of each class present in the batch are pooled into a class *center*, the
+centers are classified by a classifier fixed to a simplex equiangular tight frame (ETF), and
+L_CR, the cross-entropy of the centers against their own classes, is added to the point loss:
+L = L_PR + λ·L_CR. At evaluation the branch is not built. The ETF itself is
 ``pointseg.losses.etf.simplex_etf``; the prior is ``pointseg.data.stats.class_prior`` of the
 counts the build context reads.
 
