@@ -56,7 +56,7 @@ DEFAULT_LOSS = [{"name": "cross_entropy", "weight": 1.0}]
 
 def check_losses(items: Any) -> str | None:
     """What is wrong with a ``loss`` list ``[{name, weight, **kwargs}, ...]``, or None."""
-    items = _plain(items)
+    items = plain(items)
     if isinstance(items, (list, tuple)) and not items:
         return "must name at least one loss"
     if isinstance(items, (list, tuple)):
@@ -89,7 +89,8 @@ class Criteria(nn.Module):
 
 
 class AuxLoss(Protocol):
-    """What the segmentor asks of an auxiliary loss (an ``nn.Module``)."""
+    """What the segmentor asks of an auxiliary loss (an ``nn.Module``); its class also has
+    ``from_section(section, ctx: BuildContext)``, the builder ``build_aux_losses`` calls."""
 
     weight: float  # its λ in the total
 
@@ -108,12 +109,11 @@ def build_aux_losses(sections: Iterable[tuple[str, Any]], ctx: BuildContext) -> 
     return out
 
 
-_plain = plain
 
 
 def needs_class_counts(loss_cfg: Sequence[Mapping[str, Any]]) -> bool:
     """Whether some entry of a ``loss`` list computes its weights or prior from class counts."""
-    for entry in _plain(loss_cfg):
+    for entry in plain(loss_cfg):
         kwargs = {k: v for k, v in entry.items() if k not in ("name", "weight")}
         needs = getattr(LOSSES.get(entry.get("name")), "needs_class_counts", None)
         if needs is not None and needs(kwargs):
@@ -137,7 +137,7 @@ def build_criteria(
     if class_counts is None and ctx is not None:
         class_counts = lambda: ctx.class_counts("loss")  # noqa: E731
     checked = is_checked(loss_cfg)
-    loss_cfg = _plain(loss_cfg)
+    loss_cfg = plain(loss_cfg)
     problem = None if checked else check_losses(loss_cfg)
     if problem:
         raise ValueError(f"loss{problem}" if problem.startswith("[") else f"loss: {problem}")
