@@ -28,9 +28,9 @@ from .ceco import CenterCollapseLoss, center_pool
 from .context import BuildContext
 from .cross_entropy import CrossEntropyLoss
 from .dice import DiceLoss
+from .etf import simplex_etf
 from .focal import FocalLoss
 from .logit_adjusted import BalancedSoftmaxLoss, LogitAdjustedLoss
-from .etf import simplex_etf
 from .lovasz import LovaszLoss
 
 # Every name a config's ``loss`` list may use.
