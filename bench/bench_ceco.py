@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backbone import room_scene  # noqa: E402  (the backbone benchmark's ScanNet-size room)
@@ -100,10 +101,10 @@ def step_seconds(batch: dict, device: str, repeats: int) -> dict:
         "loss": [{"name": "cross_entropy", "weight": 1.0}],
     }
     model = build_segmentor(cfg).to(device).train()
-    branch = model.center_loss
+    branch = model.aux_losses["ceco"]
 
     def step(with_branch: bool) -> tuple[float, float]:
-        model.center_loss = branch if with_branch else None
+        model.aux_losses = nn.ModuleDict({"ceco": branch} if with_branch else {})
         model.zero_grad(set_to_none=True)
         _sync(device)
         t, c = time.perf_counter(), time.process_time()
@@ -116,7 +117,7 @@ def step_seconds(batch: dict, device: str, repeats: int) -> dict:
     for r in range(repeats):
         for mode in ((False, True) if r % 2 == 0 else (True, False)):
             times[mode].append(step(mode))
-    model.center_loss = branch
+    model.aux_losses = nn.ModuleDict({"ceco": branch})
 
     def med(mode: bool, i: int) -> float:
         return statistics.median(t[i] for t in times[mode])

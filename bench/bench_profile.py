@@ -132,8 +132,9 @@ def profile_synthetic(data_root: Path, backend: str) -> dict:
         def loss_terms():
             terms = model.criteria(logits, batch["segment"])
             total = model.criteria.weighted_sum(terms)
-            if model.center_loss is not None:
-                total = total + model.center_loss.weight * model.center_loss(feat, batch["segment"])
+            for aux in model.aux_losses.values():
+                for term in aux.aux_terms(feat, logits, batch["segment"]).values():
+                    total = total + aux.weight * term
             return total
 
         total = clock.time("loss terms", loss_terms)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pointseg.engine.config import config_from_dict
+from pointseg.engine.config import config_from_dict, editable
 from pointseg.models import BACKBONES
 from pointseg.models.minkunet import MinkUNet14
 
@@ -65,7 +65,8 @@ def make_data(root: Path, train: int = 2, val: int = 1) -> Path:
 
 
 def tiny_config(root: Path, **train: object):
-    """MinkUNetTiny on the torch backend, CE + CeCo, light augmentation, 5 cm voxels."""
+    """MinkUNetTiny on the torch backend, CE + CeCo, light augmentation, 5 cm voxels: a mutable
+    copy of the loaded config (tests adjust it; the trainer or builder that takes it checks it)."""
     cfg = {
         "seed": 3,
         "data": {
@@ -94,7 +95,7 @@ def tiny_config(root: Path, **train: object):
                   "threads": None},
     }
     cfg["train"].update(train)
-    return config_from_dict(cfg, source="test config")
+    return editable(config_from_dict(cfg, source="test config"))
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -117,7 +117,7 @@ def test_mixing_a_tensor_made_without_device_with_the_data_fails_here():
 def test_every_tensor_of_the_model_moves_with_it(data_root, variant):
     model = _model(data_root, CECO_VARIANTS[variant])
     names = {n for n, _ in model.named_buffers()}
-    expected = {f"center_loss.{b}" for b in CENTER_BUFFERS[variant]}
+    expected = {f"aux_losses.ceco.{b}" for b in CENTER_BUFFERS[variant]}
     expected |= {"criteria.terms.cross_entropy.class_weight", "criteria.terms.focal.alpha"}
     assert expected <= names, sorted(expected - names)
     model.to("meta")
@@ -170,7 +170,7 @@ def test_trainer_amp_step_makes_every_tensor_on_the_data_device(data_root, tmp_p
         trainer._next_batch = lambda: batch
         with default_device_elsewhere():
             losses = trainer.train_step()
-            reduced = trainer._reduce_losses(losses)
+            reduced = trainer.reduce_losses(losses)
         assert all(v.device == trainer.device for v in losses.values()) and np.isfinite(reduced["loss"])
         assert trainer.scaler.get_scale() == 2.0**16  # the step was taken (no overflow)
     finally:

@@ -35,7 +35,7 @@ def test_amp_step_autocasts_the_point_head_keeps_the_center_branch_float32_and_m
     model = amp.model
     model.classifier.register_forward_hook(lambda m, i, o: dtypes.__setitem__("logits", o.dtype))
     # Inside the center branch autocast is off: its Linear layers would otherwise return bfloat16.
-    ceco = model.center_loss
+    ceco = model.aux_losses["ceco"]
     pooled = ceco.reduce.pooled  # the reduce + BatchNorm + pooling, computed on the centers
 
     def record_pooled(*args, **kwargs):

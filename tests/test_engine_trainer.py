@@ -67,13 +67,14 @@ def test_run_folder_logs_and_checkpoints(data_root, tmp_path):
     # checkpoints: weights_only loadable, complete
     for name in ("last.pth", "best.pth"):
         ckpt = torch.load(run / "checkpoints" / name, weights_only=True)
-        assert {"model", "optimizer", "scheduler", "scaler", "rng", "iteration", "config", "etf", "best_miou"} <= set(ckpt)
+        assert {"format", "model", "optimizer", "scheduler", "scaler", "rng", "iteration", "config", "best_miou"} <= set(ckpt)
+        assert ckpt["format"] == 3 and "etf" not in ckpt  # the ETF is in the state dict only
     last = load_checkpoint(run / "checkpoints" / "last.pth")
     assert last["iteration"] == 4 and last["config"]["train"]["iterations"] == 4
     # 2 scenes at batch 1: iterations 3-4 are the two batches of epoch 1
     assert last["rng"]["data"] == {"seed": 3, "epoch": 1, "batch": 2}
     k = 200
-    etf = last["etf"]
+    etf = last["model"]["aux_losses.ceco.etf"]
     assert etf.shape == (512, k)
     gram = etf.T @ etf  # simplex ETF: equal norms α², pairwise cosines −1/(K−1)
     assert torch.allclose(gram.diagonal(), torch.full((k,), 25.0), rtol=1e-4)
@@ -86,18 +87,18 @@ def test_load_for_inference_and_export_drop_the_center_branch(data_root, tmp_pat
     Trainer(tiny_config(data_root, iterations=2), run).train()
     ckpt_path = run / "checkpoints" / "last.pth"
     train_state = load_checkpoint(ckpt_path)["model"]
-    assert any(k.startswith("center_loss.") for k in train_state)
+    assert any(k.startswith("aux_losses.ceco.") for k in train_state)
 
     model, cfg = load_for_inference(ckpt_path, overrides=["model.backend=torch"])
     assert not model.training and cfg.model.backend == "torch"
     state = model.state_dict()
-    assert not any(k.startswith("center_loss.") for k in state)
+    assert not any(k.startswith("aux_losses.ceco.") for k in state)
     assert all(torch.equal(v, train_state[k]) for k, v in state.items())
 
     exported = export_inference_weights(ckpt_path, tmp_path / "model.pth")
     blob = torch.load(exported, weights_only=True)
     assert set(blob) >= {"model", "config"} and "optimizer" not in blob
-    assert not any(k.startswith("center_loss.") for k in blob["model"])
+    assert not any(k.startswith("aux_losses.ceco.") for k in blob["model"])
     model2, _ = load_for_inference(exported)
     batch = {
         "coords": torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 2, 1]], dtype=torch.int32),
@@ -180,7 +181,7 @@ def test_train_tool_runs_resumes_with_more_iterations_and_exports(data_root, tmp
     argv = ["--config", str(config), "--out", str(run), "--device", "cpu", "train.iterations=2"]
     assert tool.main([*argv, "--export-inference", str(weights)]) == 0
     assert load_checkpoint(run / "checkpoints" / "last.pth")["iteration"] == 2
-    assert not any(k.startswith("center_loss.") for k in torch.load(weights, weights_only=True)["model"])
+    assert not any(k.startswith("aux_losses.ceco.") for k in torch.load(weights, weights_only=True)["model"])
     # continue the same run folder (its config.yaml) for one more iteration
     assert tool.main(["--out", str(run), "--resume", "--device", "cpu", "train.iterations=3"]) == 0
     assert [r["iteration"] for r in read_jsonl(run / "log.jsonl")] == [1, 2, 3]

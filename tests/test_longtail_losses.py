@@ -244,7 +244,7 @@ def test_longtail_arm_builds_from_stats_json_and_trains(arm, tmp_path, tiny_back
     cfg.ceco = arm_cfg.ceco
     torch.manual_seed(0)
     model = build_segmentor(cfg, train=True).train()
-    assert (model.center_loss is not None) == (arm == "ceco_balanced_softmax")
+    assert ("ceco" in model.aux_losses) == (arm == "ceco_balanced_softmax")
     gen = torch.Generator().manual_seed(0)
     parts = []
     for b in range(2):

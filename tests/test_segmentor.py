@@ -11,7 +11,7 @@ import pointseg.models
 from pointseg.losses import build_criteria
 from pointseg.losses.ceco import CenterCollapseLoss
 from pointseg.models.heads import ETFPointClassifier, LinearClassifier
-from pointseg.models.segmentor import Segmentor, build_segmentor, strip_center_branch
+from pointseg.models.segmentor import Segmentor, build_segmentor, strip_aux_losses
 from pointseg.sparse import SparseTensor
 
 K = 6
@@ -31,7 +31,7 @@ class TinyBackbone(nn.Module):
 
 def _segmentor(center_loss=None, crit=None) -> Segmentor:
     crit = crit or build_criteria([{"name": "cross_entropy"}])
-    return Segmentor(TinyBackbone(), LinearClassifier(8, K), crit, center_loss)
+    return Segmentor(TinyBackbone(), LinearClassifier(8, K), crit, {"ceco": center_loss} if center_loss else None)
 
 
 def _batch(n: int = 64, seed: int = 0, extent: int = 8) -> dict:
@@ -70,13 +70,13 @@ def test_training_returns_each_term_and_weighted_total():
     feat = model.backbone(SparseTensor(batch["feat"], batch["coords"]))
     logits = model.classifier(feat)
     assert torch.allclose(out["loss_cross_entropy"], crit.terms["cross_entropy"](logits, batch["segment"]))
-    assert torch.allclose(out["loss_ceco"], model.center_loss(feat, batch["segment"]))
+    assert torch.allclose(out["loss_ceco"], model.aux_losses["ceco"](feat, batch["segment"]))
     expect = out["loss_cross_entropy"] + 0.3 * out["loss_dice"] + 0.4 * out["loss_ceco"]
     assert torch.allclose(out["loss"], expect)
     assert out["loss"].requires_grad and not out["loss_ceco"].requires_grad
     out["loss"].backward()
     assert model.backbone.mlp[0].weight.grad is not None
-    assert model.etf is model.center_loss.etf
+    assert list(model.aux_losses) == ["ceco"]
 
 
 def test_center_term_reaches_the_backbone():
@@ -95,7 +95,7 @@ def test_eval_mode_runs_the_backbone_and_classifier_only():
     torch.manual_seed(0)
     model = _segmentor(CenterCollapseLoss(8, K, proj_dim=16))
     calls = []
-    model.center_loss.register_forward_hook(lambda *a: calls.append(1))
+    model.aux_losses["ceco"].register_forward_hook(lambda *a: calls.append(1))
     model.criteria.register_forward_hook(lambda *a: calls.append(1))
     model.eval()
     batch = _batch()
@@ -113,17 +113,17 @@ def test_eval_model_has_no_center_branch_and_loads_training_weights(tiny_registr
     torch.manual_seed(0)
     train_model = build_segmentor(_cfg(projection="learned"), train=True)
     eval_model = build_segmentor(_cfg(projection="learned"), train=False)
-    assert train_model.center_loss is not None and eval_model.center_loss is None
-    assert not any("center_loss" in k for k in eval_model.state_dict())
+    assert "ceco" in train_model.aux_losses and "ceco" not in eval_model.aux_losses
+    assert not any("aux_losses" in k for k in eval_model.state_dict())
     n_net = sum(p.numel() for p in eval_model.backbone.parameters()) + sum(p.numel() for p in eval_model.classifier.parameters())
     assert sum(p.numel() for p in eval_model.parameters()) == n_net
     state = train_model.state_dict()
-    assert any(k.startswith("center_loss.") for k in state)
+    assert any(k.startswith("aux_losses.ceco.") for k in state)
     with pytest.raises(RuntimeError):
         eval_model.load_state_dict(state, strict=True)
-    eval_model.load_state_dict(strip_center_branch(state), strict=True)
+    eval_model.load_state_dict(strip_aux_losses(state), strict=True)
     ddp_state = {f"module.{k}": v for k, v in state.items()}
-    assert set(strip_center_branch(ddp_state)) == {f"module.{k}" for k in eval_model.state_dict()}
+    assert set(strip_aux_losses(ddp_state)) == {f"module.{k}" for k in eval_model.state_dict()}
     batch = _batch()
     train_model.eval()
     eval_model.eval()
@@ -140,7 +140,7 @@ def test_etf_point_classifier(tiny_registry):
     model = build_segmentor(cfg).train()
     head = model.classifier
     assert isinstance(head, ETFPointClassifier)
-    assert torch.equal(head.etf, model.center_loss.etf)  # same seed, dim and α: the same W*
+    assert torch.equal(head.etf, model.aux_losses["ceco"].etf)  # same seed, dim and α: the same W*
     assert [n for n, _ in head.named_parameters()] == ["lift.weight"] and head.lift.bias is None
     etf0 = head.etf.clone()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -185,11 +185,11 @@ def test_table1_configs_build_the_classifiers_they_name(name, point, center):
     model = build_segmentor(cfg)
     assert type(model.classifier) is point
     if center is None:
-        assert model.center_loss is None
+        assert "ceco" not in model.aux_losses
     else:
-        assert model.center_loss.classifier_kind == center
-        assert (model.center_loss.etf is not None) == (center == "etf")
-        assert isinstance(model.center_loss.classifier, nn.Linear) == (center == "learned")
+        assert model.aux_losses["ceco"].classifier_kind == center
+        assert (model.aux_losses["ceco"].etf is not None) == (center == "etf")
+        assert isinstance(model.aux_losses["ceco"].classifier, nn.Linear) == (center == "learned")
     if point is ETFPointClassifier:
         assert model.classifier.etf.shape == (512, 200)
 
@@ -197,10 +197,10 @@ def test_table1_configs_build_the_classifiers_they_name(name, point, center):
 def test_config_variants_and_errors(tiny_registry):
     cfg = _cfg(classifier="learned")
     model = build_segmentor(cfg)
-    assert model.center_loss.etf is None and isinstance(model.center_loss.classifier, nn.Linear)
+    assert model.aux_losses["ceco"].etf is None and isinstance(model.aux_losses["ceco"].classifier, nn.Linear)
     off = _cfg()
     off["ceco"]["enabled"] = False
-    assert build_segmentor(off).center_loss is None
+    assert "ceco" not in build_segmentor(off).aux_losses
     assert list(build_segmentor(off).train()(_batch())) == ["loss", "loss_cross_entropy", "loss_lovasz"]
     bad = _cfg()
     bad["model"]["point_classifier"] = "cosine"
@@ -222,8 +222,8 @@ def test_omegaconf_config_builds(tiny_registry):
     from omegaconf import OmegaConf
 
     model = build_segmentor(OmegaConf.create(_cfg()))
-    assert model.center_loss.weight == 0.4 and model.center_loss.projection.out_dim == 16
-    assert model.center_loss.reduce.out_dim == 128 and model.center_loss.log_prior is None
+    assert model.aux_losses["ceco"].weight == 0.4 and model.aux_losses["ceco"].projection.out_dim == 16
+    assert model.aux_losses["ceco"].reduce.out_dim == 128 and model.aux_losses["ceco"].log_prior is None
 
 
 @pytest.fixture
@@ -255,11 +255,11 @@ def test_real_minkunet_train_step_and_eval(one_thread):
              "segment": torch.randint(-1, 10, (len(coords),), generator=gen)}
     out = model(batch)
     assert list(out) == ["loss", "loss_cross_entropy", "loss_lovasz", "loss_ceco"]
-    assert model.center_loss.etf.shape == (512, 10) and torch.isfinite(out["loss"])
+    assert model.aux_losses["ceco"].etf.shape == (512, 10) and torch.isfinite(out["loss"])
     out["loss"].backward()
     assert model.classifier.weight.grad is not None
     eval_model = build_segmentor(cfg, train=False)
-    eval_model.load_state_dict(strip_center_branch(model.state_dict()), strict=True)
+    eval_model.load_state_dict(strip_aux_losses(model.state_dict()), strict=True)
     model.eval()
     eval_model.eval()
     with torch.no_grad():
@@ -301,4 +301,4 @@ def test_checkpoint_of_0_1_0_loads_and_predicts_as_it_did(tiny_registry, monkeyp
     ckpt = load_checkpoint(path)
     train_model = build_segmentor(cfg, train=True)
     train_model.load_state_dict(ckpt["model"], strict=True)
-    assert train_model.center_loss.reduce is None and isinstance(train_model.center_loss.dropout, nn.Identity)
+    assert train_model.aux_losses["ceco"].reduce is None and isinstance(train_model.aux_losses["ceco"].dropout, nn.Identity)

@@ -2,6 +2,9 @@
 
 Everything in a checkpoint is a tensor or plain python (dict, list, str, number, bool, None), so
 ``torch.load(weights_only=True)`` reads it and no checkpoint can execute code when loaded.
+Checkpoints of earlier layouts (0.1.0, format 2) are upgraded when loaded
+(``pointseg.engine.legacy``); inference drops every auxiliary loss by one rule, the state-dict
+prefix ``aux_losses.`` (``strip_aux_losses``).
 """
 
 from __future__ import annotations
@@ -200,19 +203,16 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def find_etf(model: torch.nn.Module) -> torch.Tensor | None:
-    """The fixed simplex-ETF classifier of the center branch (``Segmentor.etf``), if it has one.
-
-    None without CeCo or with a learned center classifier (paper Table 1).
-    """
-    etf = getattr(model, "etf", None)
-    return etf.detach().cpu().clone() if isinstance(etf, torch.Tensor) else None
+def fixed_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's fixed simplex ETFs (every ``etf`` buffer: the center branch's, the fixed point
+    classifier's), by state-dict key: the config builds them, so a checkpoint must hold the same."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] == "etf"}
 
 
 def load_for_inference(
     path: str | os.PathLike, overrides: Iterable[str] = (), device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, Any]:
-    """Evaluation Segmentor (no center branch) and its config from a training or exported checkpoint.
+    """Evaluation Segmentor (no auxiliary losses) and its config from a training or exported checkpoint.
 
     ``overrides`` change the stored config, e.g. ``("model.backend=torch",)`` to run a model
     trained with spconv on a machine without it (weights are backend-neutral).
@@ -225,22 +225,22 @@ def model_from_checkpoint(
 ) -> tuple[torch.nn.Module, Any]:
     """:func:`load_for_inference` from a checkpoint already loaded from ``path`` (named in errors),
     for callers that also need its other entries."""
-    from pointseg.models.segmentor import build_segmentor, strip_center_branch
+    from pointseg.models.segmentor import build_segmentor, strip_aux_losses
 
     cfg = config_from_dict(ckpt["config"], overrides, source=f"{path}: config")
     model = build_segmentor(cfg, train=False)
-    load_model_weights(model, strip_center_branch(ckpt["model"]), path, ckpt["config"], to_plain_dict(cfg))
+    load_model_weights(model, strip_aux_losses(ckpt["model"]), path, ckpt["config"], to_plain_dict(cfg))
     return model.to(device).eval(), cfg
 
 
 def export_inference_weights(ckpt_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """Write only what evaluation needs: the model without its center branch, plus the config."""
-    from pointseg.models.segmentor import strip_center_branch
+    """Write only what evaluation needs: the model without its auxiliary losses, plus the config."""
+    from pointseg.models.segmentor import strip_aux_losses
 
     ckpt = load_checkpoint(ckpt_path)
     out = {
         "format": CHECKPOINT_FORMAT,
-        "model": strip_center_branch(ckpt["model"]),
+        "model": strip_aux_losses(ckpt["model"]),
         "config": ckpt["config"],
         "iteration": ckpt.get("iteration"),
         "best_miou": ckpt.get("best_miou"),

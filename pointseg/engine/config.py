@@ -11,10 +11,16 @@ applied: an unknown key or a value of the wrong type is an error that names the 
 command line), the key and the closest known key; then every value is checked once, and
 ``model.in_channels`` is derived from ``data.features``. ``explain_config`` also says which layer
 set each value (``tools/train.py --print-config``).
+
+That is the one pass: the composed config is frozen (read-only) and marked checked
+(``pointseg.utils.schema.mark_checked``), so the builders take its typed sections as they are and
+nothing downstream types or checks them again. Code that assembles a config by hand gets a
+mutable copy with :func:`editable`; whoever receives it then checks it once.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from collections.abc import Iterable, Sequence
@@ -34,12 +40,15 @@ from pointseg.models.segmentor import ModelConfig, resolve_in_channels
 from pointseg.utils.io import atomic_write_text
 from pointseg.utils.schema import (
     flatten,
+    is_checked,
     leaves,
+    mark_checked,
     param,
+    plain,
     type_error_message,
     unknown_key_message,
     unknown_keys,
-    validate_section,
+    validate_config,
 )
 
 BASE_KEY = "_base_"
@@ -194,16 +203,16 @@ def compose(layers: Iterable[tuple[str, Any]], overrides: Iterable[str] = ()) ->
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as e:
         raise ValueError(f"config: {type_error_message(e)}") from None
-    validate_section(ExperimentConfig, cfg, "config", source=source_of)
+    validate_config(ExperimentConfig, cfg, source_of)
     derived = resolve_in_channels(cfg.model.in_channels, list(cfg.data.features), source_of("model.in_channels"))
     if cfg.model.in_channels is None:
         cfg.model.in_channels = derived
         sources["model.in_channels"] = "derived from data.features"
-    return cfg, {k: source_of(k) for k, _ in leaves(ExperimentConfig)}
+    return mark_checked(cfg), {k: source_of(k) for k, _ in leaves(ExperimentConfig)}
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> DictConfig:
-    """Load ``path`` with its ``_base_`` chain and ``overrides``, typed and checked."""
+    """Load ``path`` with its ``_base_`` chain and ``overrides``, typed, checked and frozen."""
     return compose(file_layers(path), overrides)[0]
 
 
@@ -218,9 +227,20 @@ def config_from_dict(data: dict[str, Any], overrides: Iterable[str] = (), source
 
 
 def complete_config(cfg: Any, source: str = "config") -> DictConfig:
-    """A typed, checked config from a complete or partial one (a DictConfig or a plain dict)."""
-    plain = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else dict(cfg)
-    return config_from_dict(plain, (), source)
+    """A typed, checked config from a complete or partial one (a DictConfig or a plain dict); a
+    config the loader checked is returned as it is."""
+    if is_checked(cfg, ExperimentConfig):
+        return cfg
+    data = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else dict(cfg)
+    return config_from_dict(data, (), source)
+
+
+def editable(cfg: DictConfig) -> DictConfig:
+    """A mutable copy of a loaded (frozen) config, for code that assembles configs (tests, tools):
+    it is no longer marked checked, so the trainer or builder that receives it checks it once."""
+    out = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(out, False)
+    return out
 
 
 def format_explained(cfg: DictConfig, sources: dict[str, str]) -> str:
@@ -263,9 +283,7 @@ def schema_markdown() -> str:
 
 def to_plain_dict(cfg: Any) -> dict[str, Any]:
     """Resolved plain-python copy (dicts, lists, scalars): safe for ``torch.load(weights_only=True)``."""
-    if not OmegaConf.is_config(cfg):
-        return dict(cfg)
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(plain(cfg))
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike, header: Sequence[str] = ()) -> None:

@@ -13,6 +13,11 @@ and does not end the run unless ``train.stop_on_val_error``); a requested stop (
 SIGUSR1) ends after the current step with ``last.pth`` written, its validation left for the
 resumed run, and the loader processes then stopped; and one process at a time writes a run
 folder (``pointseg.utils.lock``).
+
+The loop's own work is the step, the stop and the ``last.pth`` saves; the run log, ``best.pth``
+and the snapshots are callbacks (``pointseg.engine.callbacks``), as is anything a run adds.
+The config comes checked and frozen from the loader and is used as it is: the trainer hands its
+typed sections to the builders, with one ``BuildContext`` of the run's facts.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -34,9 +39,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from pointseg.engine.callbacks import (  # noqa: F401 (LAST, BEST and snapshot_name re-exported)
+    BEST,
+    LAST,
+    BestCheckpoint,
+    Callback,
+    RunLog,
+    Snapshots,
+    Step,
+    snapshot_name,
+)
 from pointseg.engine.checkpoint import (
     capture_rng_state,
-    find_etf,
+    fixed_tensors,
     load_checkpoint,
     load_model_weights,
     restore_rng_state,
@@ -52,7 +67,7 @@ from pointseg.engine.distributed import (
     worker_init_fn,
 )
 from pointseg.engine.legacy import CHECKPOINT_FORMAT
-from pointseg.engine.logger import ERRORS_LOG, TRAIN_LOG, VAL_LOG, RunLogger, memory_mb
+from pointseg.engine.logger import ERRORS_LOG, TRAIN_LOG, VAL_LOG, RunLogger
 from pointseg.engine.optim import build_optimizer, build_scheduler, current_lr
 from pointseg.engine.threads import ThreadTuner, candidate_counts, usable_cores
 from pointseg.engine.trainer_config import TrainConfig
@@ -60,23 +75,17 @@ from pointseg.utils.comm import all_reduce_, barrier, error_elsewhere
 from pointseg.utils.errors import one_line
 from pointseg.utils.io import remove_temporaries
 from pointseg.utils.lock import FolderLock
+from pointseg.utils.schema import replace_checked
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-LAST = "last.pth"
-BEST = "best.pth"
 CONFIG_FILE = "config.yaml"
 TENSORBOARD_EVENTS = "events.out.tfevents.*"
 # What a run writes into its folder: all of it (and only it) goes with --overwrite.
 RUN_OUTPUTS = (CHECKPOINT_DIR, CONFIG_FILE, TRAIN_LOG, VAL_LOG, ERRORS_LOG, TENSORBOARD_EVENTS)
 # The run-folder files the trainer writes atomically (the checkpoints folder is all its own).
 ATOMIC_OUTPUTS = (CONFIG_FILE, TRAIN_LOG, VAL_LOG)
-
-
-def snapshot_name(iteration: int) -> str:
-    """File name of the kept checkpoint of one iteration (sorts by iteration)."""
-    return f"iter_{iteration:07d}.pth"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -133,6 +142,9 @@ class Trainer:
     :meth:`train` (or :meth:`close`): a second trainer on the same folder is refused. A fresh run
     (neither ``resume`` nor ``overwrite``) is refused where checkpoints exist; ``overwrite`` deletes
     the previous run's outputs first.
+
+    ``callbacks`` run after the default ones (:meth:`default_callbacks`: the run log, ``best.pth``,
+    the snapshots), in order.
     """
 
     def __init__(
@@ -142,10 +154,11 @@ class Trainer:
         resume: bool = False,
         device: str | None = None,
         overwrite: bool = False,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         if resume and overwrite:
             raise ValueError("--resume continues the run folder's checkpoint, --overwrite deletes it: choose one")
-        cfg = complete_config(cfg)
+        cfg = complete_config(cfg)  # a loaded config as it is; a hand-made one checked once, here
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / CHECKPOINT_DIR
@@ -165,6 +178,8 @@ class Trainer:
                                             period=int(self.opts.threads_period))
         self.threads = torch.get_num_threads()
         self._step_points = 0  # points of the last step's batches (the thread tuner's unit of work)
+        self.callbacks: list[Callback] = [*self.default_callbacks(), *callbacks]
+        self.logger: RunLogger | None = None  # while train() runs
         self._lock = FolderLock(self.run_dir, what="training", noun="run folder")
         self._claim_run_dir(resume, overwrite)
         try:
@@ -172,6 +187,10 @@ class Trainer:
         except BaseException:
             self.close()
             raise
+
+    def default_callbacks(self) -> list[Callback]:
+        """The run log, ``best.pth`` and the ``train.snapshot_every`` snapshots."""
+        return [RunLog(int(self.opts.log_every)), BestCheckpoint(), Snapshots(int(self.opts.snapshot_every))]
 
     def _claim_run_dir(self, resume: bool, overwrite: bool) -> None:
         """Lock the run folder (main process), delete the temporaries of a killed save, then refuse
@@ -207,13 +226,15 @@ class Trainer:
     def _build(self, resume: bool) -> None:
         from pointseg.data import build_dataset
         from pointseg.datasets import spec_of
-        from pointseg.models.segmentor import build_segmentor
+        from pointseg.models.segmentor import build_context, build_segmentor
 
         cfg = self.cfg
         last = self.ckpt_dir / LAST
         # Same seed on every process: identical initial weights (DDP also broadcasts them).
         seed_everything(self.seed)
-        model = build_segmentor(cfg, train=True)
+        self.context = build_context(cfg)
+        self.num_classes = self.context.num_classes
+        model = build_segmentor(cfg, train=True, ctx=self.context)
         sync_bn = self.opts.sync_bn
         if sync_bn and self.dist.world_size > 1:
             if self.device.type == "cuda":
@@ -240,16 +261,16 @@ class Trainer:
 
         self.batch_size = int(cfg.data.batch_size)
         # Augmentations follow the run's seed unless the config sets data.seed itself.
-        data_cfg = {**to_plain_dict(cfg.data), "seed": self.seed if cfg.data.seed is None else int(cfg.data.seed)}
+        data_cfg = cfg.data if cfg.data.seed is not None else replace_checked(cfg.data, "data", seed=self.seed)
         spec = spec_of(data_cfg)  # the dataset's split folders and label space
-        self.train_set = build_dataset(data_cfg, spec.train_split, "train", num_classes=int(cfg.model.num_classes))
+        self.train_set = build_dataset(data_cfg, spec.train_split, "train", num_classes=self.num_classes)
         self._repeat_factors = None
         if cfg.data.sampler == "repeat_factor":
             from pointseg.data.sampler import repeat_factors, scene_classes
 
             if int(cfg.data.loop) != 1:
                 raise ValueError("data.sampler repeat_factor sets how often each scene is visited; use it with data.loop 1")
-            present = scene_classes(self.train_set.scenes, int(cfg.model.num_classes), self.train_set.spec)
+            present = scene_classes(self.train_set.scenes, self.num_classes, self.train_set.spec)
             self._repeat_factors = repeat_factors(present, float(cfg.data.repeat_threshold))
         self.val_set = None
         if self.opts.validate and self._has_split(spec.val_split):
@@ -345,7 +366,6 @@ class Trainer:
             "rng": rng,
             "iteration": self.iteration,
             "config": to_plain_dict(self.cfg),
-            "etf": find_etf(self.model),
             "best_miou": self.best_miou if math.isfinite(self.best_miou) else None,
             "val_pending": self._val_pending,
         }
@@ -369,11 +389,12 @@ class Trainer:
             raise ValueError(f"{path}: cannot resume from this checkpoint ({type(e).__name__}: {text})") from e
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
-        etf = find_etf(self.model)
+        fixed = fixed_tensors(self.model)
         # Whether the tensors fit first: another model's ETF differs too, for a reason that says less.
         load_model_weights(self.model, ckpt["model"], path, ckpt.get("config"), to_plain_dict(self.cfg))
-        if etf is not None and ckpt.get("etf") is not None and not torch.equal(etf, ckpt["etf"].cpu()):
-            raise ValueError(f"{path}: the stored ETF differs from the one this config builds (ceco.etf_seed?)")
+        for key, value in fixed.items():
+            if not torch.equal(value, self.model.state_dict()[key].cpu()):
+                raise ValueError(f"{path}: the stored ETF {key} differs from the one this config builds (ceco.etf_seed?)")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.amp and ckpt.get("scaler"):
@@ -474,7 +495,8 @@ class Trainer:
             self.thread_tuner.after_step(seconds, self._step_points)
         return losses, seconds, threads
 
-    def _reduce_losses(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    def reduce_losses(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The loss terms averaged over the processes (a collective: every process calls it)."""
         keys = sorted(losses)
         values = torch.stack([losses[k].reshape(()) for k in keys]).to(self.device)
         all_reduce_(values, "mean")
@@ -494,7 +516,7 @@ class Trainer:
         if self.val_set is None:
             return {}
         self.model.eval()
-        metric = SemSegMetric(int(self.cfg.model.num_classes))
+        metric = SemSegMetric(self.num_classes)
         indices = list(range(self.dist.rank, len(self.val_set), self.dist.world_size))
         loader = DataLoader(
             self.val_set,
@@ -531,8 +553,8 @@ class Trainer:
         return metric.evaluate()
 
     def _validate_and_save(self, iteration: int, logger: RunLogger, last_saved: bool) -> None:
-        """Validate ``iteration``; keep ``best.pth``; rewrite ``last.pth`` if it was written at this
-        iteration (its validation is no longer pending) or holds a stale best mIoU.
+        """Validate ``iteration``, then the callbacks (``best.pth``); rewrite ``last.pth`` if it was
+        written at this iteration (its validation is no longer pending), and what they add.
 
         A failed validation is one console line and a ``val.jsonl`` record (traceback in
         ``errors.log``); the run goes on unless ``train.stop_on_val_error``.
@@ -553,13 +575,12 @@ class Trainer:
             self._val_pending = False
             names = [LAST] if last_saved else []
         else:
-            logger.log_val(iteration, metrics)
             self._val_pending = False
-            miou = float(metrics.get("miou", float("nan")))
-            best = math.isfinite(miou) and miou > self.best_miou
-            if best:
-                self.best_miou = miou
-            names = [LAST, BEST] if best else [LAST] if last_saved else []
+            for callback in self.callbacks:
+                callback.after_validation(self, iteration, metrics)
+            names = [LAST] if last_saved else []
+            for callback in self.callbacks:
+                callback.before_save(self, iteration, names, "validation")
         if names:
             self.save(*names)
             barrier()
@@ -572,7 +593,7 @@ class Trainer:
                 self._lock.acquire()  # held since construction unless close() was called
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 save_config(self.cfg, self.run_dir / CONFIG_FILE, self.run_facts())
-            logger = RunLogger(
+            logger = self.logger = RunLogger(
                 self.run_dir,
                 self.total,
                 self.iteration,
@@ -594,10 +615,7 @@ class Trainer:
             self.close()
 
     def _loop(self, logger: RunLogger, stop_at: int | None) -> dict[str, Any]:
-        o = self.opts
-        log_every, save_every = int(o.log_every), int(o.save_every)
-        val_every, snapshot_every = int(o.val_every), int(o.snapshot_every)
-        last_losses: dict[str, float] = {}
+        save_every, val_every = int(self.opts.save_every), int(self.opts.val_every)
         stopped = False
         if self._val_pending:  # the checkpoint's iteration was saved but not validated
             if self.val_set is not None:
@@ -607,11 +625,9 @@ class Trainer:
             lr = current_lr(self.optimizer)
             losses, seconds, threads = self.timed_step()
             it = self.iteration
-            if it % log_every == 0 or it == self.total:
-                last_losses = self._reduce_losses(losses)
-                extra = {"time": seconds, "memory_mb": memory_mb(self.device), "threads": threads}
-                logger.log_train(it, lr, last_losses, extra)
-            logger.step()
+            step = Step(it, lr, losses, seconds, threads)
+            for callback in self.callbacks:
+                callback.after_step(self, step)
             done = it == self.total
             stop = self._stop_requested or (stop_at is not None and it >= stop_at)
             if self.dist.world_size > 1:  # a signal may reach the processes at different times
@@ -621,8 +637,8 @@ class Trainer:
             validate = self.val_set is not None and ((val_every > 0 and it % val_every == 0) or done)
             # Save first: a validation that fails or is killed must not cost the iterations.
             names = [LAST] if done or stop or (save_every > 0 and it % save_every == 0) else []
-            if snapshot_every > 0 and it % snapshot_every == 0:
-                names.append(snapshot_name(it))
+            for callback in self.callbacks:
+                callback.before_save(self, it, names, "step")
             self._val_pending = validate
             if names:
                 self.save(*names)
@@ -634,7 +650,7 @@ class Trainer:
         return {
             "iteration": self.iteration,
             "best_miou": self.best_miou if math.isfinite(self.best_miou) else None,
-            "losses": last_losses,
+            "losses": next((c.last_losses for c in self.callbacks if isinstance(c, RunLog)), {}),
             "run_dir": str(self.run_dir),
             "stopped": stopped,
         }

@@ -1,27 +1,34 @@
-"""Segmentation losses and the CeCo center collapse regularizer.
+"""Segmentation losses and the auxiliary losses (the CeCo center collapse regularizer).
 
 A config's ``loss`` section is a list of ``{name, weight, **kwargs}``; ``build_criteria`` turns it
 into a ``Criteria`` module returning every term by name (``loss_<name>``), unweighted, so that each
 is logged and the caller forms the weighted total. Losses whose class weights or prior come from
 the training split's class counts (``class_weight: effective_number``, ``prior: points``) get them
-from ``build_criteria``'s ``class_counts``, read only when some entry needs them.
+from the build context (``BuildContext.class_counts``), read only when some entry needs them.
+
+Auxiliary losses are training-only modules on the features (``AUX_LOSSES``): each is built by
+``from_section(section, ctx)`` from its config section and the run's facts, carries its weight,
+and returns named, unweighted terms from ``aux_terms(feat, logits, segment)``; the segmentor keeps
+them under ``aux_losses.<name>``, which inference drops. The ``ceco`` section builds ``ceco``.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from pointseg.data.stats import ClassCounts
-from pointseg.utils.schema import check_registry_list
+from pointseg.utils.schema import check_registry_list, is_checked, plain
 
-from .ceco import CenterCollapseLoss, center_pool, simplex_etf
+from .ceco import CenterCollapseLoss, center_pool
+from .context import BuildContext
 from .cross_entropy import CrossEntropyLoss
 from .dice import DiceLoss
+from .etf import simplex_etf
 from .focal import FocalLoss
 from .logit_adjusted import BalancedSoftmaxLoss, LogitAdjustedLoss
 from .lovasz import LovaszLoss
@@ -35,6 +42,12 @@ LOSSES: dict[str, type[nn.Module]] = {
     "logit_adjusted": LogitAdjustedLoss,
     "balanced_softmax": BalancedSoftmaxLoss,
 }
+# Every training-only auxiliary loss, by the name its terms are logged under (``loss_<name>``).
+AUX_LOSSES: dict[str, type[nn.Module]] = {
+    "ceco": CenterCollapseLoss,
+}
+# State-dict prefix of the auxiliary losses in a segmentor: the one rule inference strips by.
+AUX_PREFIX = "aux_losses."
 # Set by the run (the training split's counts), never by a config.
 CLASS_COUNTS_ARG = "class_counts"
 # [LG] the baseline trains with cross-entropy alone.
@@ -43,7 +56,7 @@ DEFAULT_LOSS = [{"name": "cross_entropy", "weight": 1.0}]
 
 def check_losses(items: Any) -> str | None:
     """What is wrong with a ``loss`` list ``[{name, weight, **kwargs}, ...]``, or None."""
-    items = _plain(items)
+    items = plain(items)
     if isinstance(items, (list, tuple)) and not items:
         return "must name at least one loss"
     if isinstance(items, (list, tuple)):
@@ -75,18 +88,32 @@ class Criteria(nn.Module):
         return sum(self.weights[k] * losses[k] for k in self.weights)  # type: ignore[return-value]
 
 
-def _plain(cfg: Any) -> Any:
-    """OmegaConf containers → plain Python (without importing OmegaConf when not used)."""
-    if hasattr(cfg, "_metadata"):  # DictConfig / ListConfig
-        from omegaconf import OmegaConf
+class AuxLoss(Protocol):
+    """What the segmentor asks of an auxiliary loss (an ``nn.Module``); its class also has
+    ``from_section(section, ctx: BuildContext)``, the builder ``build_aux_losses`` calls."""
 
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
+    weight: float  # its λ in the total
+
+    def aux_terms(self, feat: torch.Tensor, logits: torch.Tensor, segment: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        """Named loss terms (``loss_<name>``), unweighted; the total adds ``weight`` × each."""
+        ...
+
+
+def build_aux_losses(sections: Iterable[tuple[str, Any]], ctx: BuildContext) -> nn.ModuleDict:
+    """The auxiliary losses of ``(name, typed section)`` pairs, each ``AUX_LOSSES[name].from_section``."""
+    out = nn.ModuleDict()
+    for name, cfg in sections:
+        if name not in AUX_LOSSES:
+            raise ValueError(f"aux loss {name!r}: unknown; known: {sorted(AUX_LOSSES)}")
+        out[name] = AUX_LOSSES[name].from_section(cfg, ctx)  # type: ignore[attr-defined]
+    return out
+
+
 
 
 def needs_class_counts(loss_cfg: Sequence[Mapping[str, Any]]) -> bool:
     """Whether some entry of a ``loss`` list computes its weights or prior from class counts."""
-    for entry in _plain(loss_cfg):
+    for entry in plain(loss_cfg):
         kwargs = {k: v for k, v in entry.items() if k not in ("name", "weight")}
         needs = getattr(LOSSES.get(entry.get("name")), "needs_class_counts", None)
         if needs is not None and needs(kwargs):
@@ -97,15 +124,21 @@ def needs_class_counts(loss_cfg: Sequence[Mapping[str, Any]]) -> bool:
 def build_criteria(
     loss_cfg: Sequence[Mapping[str, Any]],
     class_counts: ClassCounts | Callable[[], ClassCounts] | None = None,
+    ctx: BuildContext | None = None,
 ) -> Criteria:
-    """Build the point losses of a ``loss`` config list ``[{name, weight=1, **kwargs}, ...]``.
+    """Build the point losses of a ``loss`` config list ``[{name, weight=1, **kwargs}, ...]``
+    (a loaded config's is not checked again).
 
     ``class_counts``: the training split's per-class counts, or a function returning them (called
     once, and only if some entry needs them), for the entries whose class weights or prior come
-    from counts; without them such an entry is an error.
+    from counts; without them such an entry is an error. ``ctx``: the run's facts, whose
+    counts are used when ``class_counts`` is not given.
     """
-    loss_cfg = _plain(loss_cfg)
-    problem = check_losses(loss_cfg)
+    if class_counts is None and ctx is not None:
+        class_counts = lambda: ctx.class_counts("loss")  # noqa: E731
+    checked = is_checked(loss_cfg)
+    loss_cfg = plain(loss_cfg)
+    problem = None if checked else check_losses(loss_cfg)
     if problem:
         raise ValueError(f"loss{problem}" if problem.startswith("[") else f"loss: {problem}")
     terms = []
@@ -127,6 +160,11 @@ def build_criteria(
 
 
 __all__ = [
+    "AUX_LOSSES",
+    "AUX_PREFIX",
+    "AuxLoss",
+    "BuildContext",
+    "build_aux_losses",
     "DEFAULT_LOSS",
     "LOSSES",
     "check_losses",

@@ -1,9 +1,12 @@
 """CeCo, the Center Collapse Regularizer (Zhong et al., CVPR 2023, §4.2, Eq. 2-5).
 
-A training-only branch: the features of the points of each class present in the batch are pooled
-into a class *center*, the centers are classified by a classifier fixed to a simplex equiangular
-tight frame (ETF), and L_CR, the cross-entropy of the centers against their own classes, is added
-to the point loss: L = L_PR + λ·L_CR. At evaluation the branch is not built.
+A training-only auxiliary loss (``AUX_LOSSES["ceco"]``, built from the ``ceco`` section): the
+features of the points of each class present in the batch are pooled into a class *center*, the
+centers are classified by a classifier fixed to a simplex equiangular tight frame (ETF), and
+L_CR, the cross-entropy of the centers against their own classes, is added to the point loss:
+L = L_PR + λ·L_CR. At evaluation the branch is not built. The ETF itself is
+``pointseg.losses.etf.simplex_etf``; the prior is ``pointseg.data.stats.class_prior`` of the
+counts the build context reads.
 
 The paper prints the branch as Eq. 3-4; the authors' released code (GPaCo/Seg,
 ``mmseg/models/decode_heads/uper_head_ceco.py``, ``UPerHead_ceco`` with the
@@ -51,9 +54,11 @@ from pointseg.utils.schema import (
     one_of,
     param,
     positive,
-    typed,
-    validate_section,
+    section,
 )
+
+from .context import BuildContext
+from .etf import random_orthonormal, simplex_etf
 
 log = logging.getLogger(__name__)
 
@@ -116,44 +121,6 @@ class CecoConfig:
     prior: Optional[Any] = param(None, "[released] scenes: + log p_k, p_k ∝ training scenes holding class k | points (∝ its points) | none | [K counts]", _prior)
     etf_seed: int = param(0, "[ours] seeds U of W* and the frozen maps: the same on every process and resume")
     global_centers: bool = param(False, "[released] false: per-process centers; true: all-reduce the class sums")
-
-
-def random_orthonormal(dim: int, num: int, seed: int = 0) -> torch.Tensor:
-    """U (dim, num) float64 with orthonormal columns: Q of the QR of a seeded Gaussian.
-
-    Drawn in float64 on the CPU from ``torch.Generator().manual_seed(seed)``, so every process and
-    every device gets the same matrix for the same seed.
-    """
-    if num > dim:
-        raise ValueError(f"random_orthonormal: cannot have {num} orthonormal columns in {dim} dimensions")
-    gen = torch.Generator().manual_seed(int(seed))
-    u, r = torch.linalg.qr(torch.randn(dim, num, generator=gen, dtype=torch.float64))
-    # Sign fix so U does not depend on the LAPACK build's sign convention.
-    return u * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()).double())
-
-
-def simplex_etf(
-    num_classes: int, dim: int, alpha: float = 1.0, seed: int = 0, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """The fixed classifier W* (dim, K) of Eq. 2: ``α·sqrt(K/(K−1))·U(I_K − 1 1ᵀ/K)``.
-
-    U = ``random_orthonormal(dim, K, seed)``. Columns w_k have norm α and pairwise cosine
-    −1/(K−1). The ETF spans only K−1 dimensions; for ``dim == K−1`` (too small for a U with K
-    columns) the same frame is built in an orthonormal basis B (K, K−1) of the subspace orthogonal
-    to the all-ones vector, rotated by a seeded U (K−1, K−1): W* = α·sqrt(K/(K−1))·U Bᵀ.
-    """
-    k, d = int(num_classes), int(dim)
-    if k < 2:
-        raise ValueError(f"simplex_etf: need at least 2 classes, got {k}")
-    if d < k - 1:
-        raise ValueError(f"simplex_etf: a simplex ETF of {k} classes needs dim >= {k - 1}, got {d}")
-    centering = torch.eye(k, dtype=torch.float64) - torch.full((k, k), 1.0 / k, dtype=torch.float64)
-    if d >= k:
-        frame = random_orthonormal(d, k, seed) @ centering
-    else:
-        basis, _ = torch.linalg.qr(centering[:, : k - 1])
-        frame = random_orthonormal(d, d, seed) @ basis.T
-    return (alpha * math.sqrt(k / (k - 1)) * frame).to(dtype)
 
 
 def pool_rows(segment: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -469,6 +436,23 @@ class CenterCollapseLoss(nn.Module):
                 return feat.sum() * 0.0
             return F.cross_entropy(self.center_logits(centers), labels)
 
+    def aux_terms(self, feat: torch.Tensor, logits: torch.Tensor, segment: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The auxiliary-loss protocol of the segmentor: ``{"loss_ceco": L_CR}``, unweighted."""
+        return {"loss_ceco": self(feat, segment)}
+
+    @classmethod
+    def from_section(cls, cfg: Any, ctx: BuildContext) -> "CenterCollapseLoss":
+        """Build from a typed ``ceco`` section (``enabled`` is the caller's business) and the run's
+        facts: the feature width, the number of classes and, for a prior, the class counts."""
+        head = resolve_head(cfg)
+        prior = class_prior(head.prior, ctx)
+        fields = dataclasses.asdict(head)
+        fields.pop("prior")
+        return cls(
+            ctx.require_feature_dim("ceco"), ctx.num_classes, class_prior=prior, weight=float(cfg.weight),
+            etf_seed=int(cfg.etf_seed), global_centers=bool(cfg.global_centers), **fields,
+        )
+
     @classmethod
     def from_config(
         cls,
@@ -477,23 +461,15 @@ class CenterCollapseLoss(nn.Module):
         num_classes: int,
         data_root: str | Path | None = None,
     ) -> "CenterCollapseLoss":
-        """Build from a ``ceco`` section, complete or partial (``enabled`` is the caller's business)."""
-        cfg = ceco_section(ceco_cfg)
-        head = resolve_head(cfg)
-        prior = class_prior(head.prior, num_classes, data_root)
-        fields = dataclasses.asdict(head)
-        fields.pop("prior")
-        return cls(
-            feature_dim, num_classes, class_prior=prior, weight=float(cfg.weight), etf_seed=int(cfg.etf_seed),
-            global_centers=bool(cfg.global_centers), **fields,
-        )
+        """:meth:`from_section` of a ``ceco`` section, complete or partial (for the analysis and
+        tools that build the branch alone)."""
+        ctx = BuildContext(int(num_classes), int(feature_dim), Path(data_root) if data_root is not None else None)
+        return cls.from_section(ceco_section(ceco_cfg), ctx)
 
 
 def ceco_section(ceco_cfg: Mapping[str, Any] | Any) -> Any:
-    """A typed, checked ``ceco`` section from a complete or partial one."""
-    cfg = typed(CecoConfig, ceco_cfg, "ceco")
-    validate_section(CecoConfig, cfg, "ceco")
-    return cfg
+    """A typed, checked ``ceco`` section from a complete or partial one (a loaded config's as it is)."""
+    return section(CecoConfig, ceco_cfg, "ceco")
 
 
 def resolve_head(cfg: Any) -> CenterHead:
@@ -505,18 +481,16 @@ def resolve_head(cfg: Any) -> CenterHead:
     return dataclasses.replace(CENTER_HEADS[cfg.head], **changes)
 
 
-def class_prior(
-    prior: str | Sequence[float], num_classes: int, data_root: str | Path | None
-) -> Sequence[float] | None:
+def class_prior(prior: str | Sequence[float], ctx: BuildContext) -> Sequence[float] | None:
     """Class counts behind the log prior: scene counts (the released code's image counts), point
     counts, a given list, or ``None`` for no prior."""
     if not isinstance(prior, str):
         return list(prior)
     if prior == "none":
         return None
-    if data_root is None:
+    if ctx.data_root is None and ctx.counts is None:
         raise ValueError(f"ceco.prior={prior} needs data.root (the training scenes' class counts) or a list of counts")
-    counts = stats.train_class_counts(data_root, num_classes, f"ceco.prior={prior} (or none, or a list of counts)")
+    counts = ctx.class_counts(f"ceco.prior={prior} (or none, or a list of counts)")
     log.info("CeCo log prior from training %s counts (%s)", prior, counts.source)
     return stats.per_class_counts(counts, prior).tolist()
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pointseg.losses.ceco import simplex_etf
+from pointseg.losses.context import BuildContext
+from pointseg.losses.etf import simplex_etf
 
 
 class LinearClassifier(nn.Linear):
@@ -58,9 +59,11 @@ POINT_CLASSIFIERS: dict[str, type[nn.Module]] = {
 
 
 def build_point_classifier(
-    kind: str, feature_dim: int, num_classes: int, etf_dim: int = 512, alpha: float = 5.0, etf_seed: int = 0
+    kind: str, ctx: BuildContext, etf_dim: int = 512, alpha: float = 5.0, etf_seed: int = 0
 ) -> nn.Module:
-    """``model.point_classifier``: ``learned`` or ``etf`` (which shares the center branch's W*)."""
+    """``model.point_classifier``: ``learned`` or ``etf`` (which shares the center branch's W*),
+    from the run's feature width and number of classes (``ctx``)."""
+    feature_dim, num_classes = ctx.require_feature_dim("model.point_classifier"), ctx.num_classes
     if kind not in POINT_CLASSIFIERS:
         raise ValueError(f"model.point_classifier: unknown {kind!r}; expected one of {sorted(POINT_CLASSIFIERS)}")
     if kind == "learned":

@@ -1,17 +1,20 @@
-"""Segmentor: backbone → point classifier, plus the training-only CeCo center branch, and the losses.
+"""Segmentor: backbone → point classifier, plus the training-only auxiliary losses, and the losses.
 
 The segmentor owns its heads, as Pointcept's ``DefaultSegmentorV2`` does: the backbone returns
-per-voxel features, ``classifier`` turns them into logits, and ``center_loss`` (training only)
-pools the same features into class centers. Training mode returns the named loss terms and their
-weighted total ``loss``; evaluation mode returns ``{"logits", "feat"}`` and does nothing beyond the
-backbone and the classifier, so inference costs exactly what the plain network costs. A model
-built with ``train=False`` has no center branch and no losses at all; ``strip_center_branch``
-removes the branch's keys from a training checkpoint's state dict.
+per-voxel features, ``classifier`` turns them into logits, and ``aux_losses`` (training only: the
+CeCo center branch, any other of ``pointseg.losses.AUX_LOSSES``) add their terms on the same
+features. Training mode returns the named loss terms and their weighted total ``loss``;
+evaluation mode returns ``{"logits", "feat"}`` and does nothing beyond the backbone and the
+classifier, so inference costs exactly what the plain network costs. A model built with
+``train=False`` has no auxiliary losses and no losses at all; ``strip_aux_losses`` removes their
+keys (one prefix, ``aux_losses.``) from a training checkpoint's state dict.
+
+The builders take their typed config section and one :class:`BuildContext` of the run's facts
+(:func:`build_context`): a loaded config's sections are used as they are, never checked again.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,31 +26,30 @@ from torch import nn
 
 from pointseg.data.dataset import DEFAULT_FEATURES
 from pointseg.data.dataset import in_channels as dataset_in_channels
-from pointseg.data.stats import train_class_counts
-from pointseg.losses import DEFAULT_LOSS, Criteria, build_criteria
-from pointseg.losses.ceco import CenterCollapseLoss, ceco_section, resolve_head
+from pointseg.losses import AUX_PREFIX, DEFAULT_LOSS, BuildContext, Criteria, build_aux_losses, build_criteria
+from pointseg.losses.ceco import ceco_section, resolve_head
 from pointseg.models import BACKBONES, build_backbone
 from pointseg.models.heads import POINT_CLASSIFIERS, build_point_classifier
 from pointseg.sparse import BACKENDS, SparseTensor
 from pointseg.utils.schema import (
     at_least,
+    fields_of,
     in_range,
     one_of,
     param,
     positive,
-    typed,
-    validate_section,
+    section,
 )
 
-# State-dict prefix of the training-only center branch (the ``center_loss`` attribute).
-CENTER_BRANCH_PREFIX = "center_loss."
+# State-dict prefix of the CeCo center branch, the auxiliary loss ``ceco``.
+CENTER_BRANCH_PREFIX = f"{AUX_PREFIX}ceco."
 
 
 class Segmentor(nn.Module):
     """``forward(batch)`` on a collated batch (``coords``, ``feat``, ``segment``).
 
     Training: ``{"loss": total with grad, "loss_<name>": detached term, ..., "loss_ceco": ...}``
-    with total = Σ wᵢ·termᵢ + λ·L_CR. Evaluation: ``{"logits" (M, K), "feat" (M, D)}``.
+    with total = Σ wᵢ·termᵢ + Σ λⱼ·auxⱼ (CeCo: λ·L_CR). Evaluation: ``{"logits" (M, K), "feat" (M, D)}``.
     """
 
     def __init__(
@@ -55,18 +57,13 @@ class Segmentor(nn.Module):
         backbone: nn.Module,
         classifier: nn.Module,
         criteria: Criteria | None,
-        center_loss: CenterCollapseLoss | None = None,
+        aux_losses: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
         self.criteria = criteria
-        self.center_loss = center_loss
-
-    @property
-    def etf(self) -> torch.Tensor | None:
-        """The center branch's fixed classifier W* (for the checkpoint), if it has one."""
-        return None if self.center_loss is None else self.center_loss.etf
+        self.aux_losses = nn.ModuleDict(dict(aux_losses or {}))
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         for key in ("coords", "feat"):
@@ -83,19 +80,21 @@ class Segmentor(nn.Module):
         segment = batch["segment"]
         terms: "OrderedDict[str, torch.Tensor]" = self.criteria(logits, segment)
         total = self.criteria.weighted_sum(terms)
-        if self.center_loss is not None:
-            terms["loss_ceco"] = self.center_loss(feat, segment)
-            total = total + self.center_loss.weight * terms["loss_ceco"]
+        for aux in self.aux_losses.values():
+            for key, value in aux.aux_terms(feat, logits, segment).items():
+                if key in terms:
+                    raise ValueError(f"Segmentor: two losses return the term {key!r}")
+                terms[key] = value
+                total = total + aux.weight * value
         result = {"loss": total}
         result.update((k, v.detach()) for k, v in terms.items())
         return result
 
 
-def strip_center_branch(state_dict: Mapping[str, Any]) -> "OrderedDict[str, Any]":
-    """The state dict without the center branch's entries (also under a DDP ``module.`` prefix)."""
+def strip_aux_losses(state_dict: Mapping[str, Any]) -> "OrderedDict[str, Any]":
+    """The state dict without the auxiliary losses' entries (also under a DDP ``module.`` prefix)."""
     return OrderedDict(
-        (k, v) for k, v in state_dict.items()
-        if not (k.startswith(CENTER_BRANCH_PREFIX) or f".{CENTER_BRANCH_PREFIX}" in k)
+        (k, v) for k, v in state_dict.items() if not (k.startswith(AUX_PREFIX) or f".{AUX_PREFIX}" in k)
     )
 
 
@@ -131,17 +130,41 @@ def resolve_in_channels(model_in_channels: int | None, features: Sequence[str], 
     return derived
 
 
-def build_segmentor(cfg: Mapping[str, Any] | Any, train: bool = True) -> Segmentor:
-    """Segmentor from the ``model``, ``ceco``, ``loss`` (and ``data``) sections of a config,
-    complete or partial (missing keys take the schema's defaults).
+def resolve_num_classes(cfg: Mapping[str, Any] | Any) -> int:
+    """The number of classes of a run, the one place it is read: ``model.num_classes`` (the
+    schema's default when a partial config lacks it)."""
+    model = cfg.get("model") or {}
+    value = model.get("num_classes")
+    return int(value if value is not None else fields_of(ModelConfig)["num_classes"].default)
 
-    ``train=False`` builds the evaluation model: no center branch is constructed, so it has no
-    center-branch parameters or buffers (load a training state dict through
-    ``strip_center_branch``), and no losses, which may need the training data's class counts.
-    """
-    model = typed(ModelConfig, cfg.get("model"), "model")
-    validate_section(ModelConfig, model, "model")
+
+def build_context(cfg: Mapping[str, Any] | Any, feature_dim: int | None = None) -> BuildContext:
+    """The run facts every builder of a model receives (one context per model): the number of
+    classes, the data root (whose ``stats.json`` gives the class counts, read once and only if a
+    builder asks) and, once the backbone is built, the feature width."""
     data = cfg.get("data") or {}  # a partial config may lack the section or the key, never empty them
+    root = data.get("root")
+    return BuildContext(resolve_num_classes(cfg), feature_dim, Path(root) if root else None)
+
+
+def aux_loss_sections(ceco: Any) -> list[tuple[str, Any]]:
+    """``(name, typed section)`` of every auxiliary loss a config turns on. The ``ceco`` section
+    (typed) is the sugar for the auxiliary loss ``ceco``: on when ``ceco.enabled``."""
+    return [("ceco", ceco)] if ceco.enabled else []
+
+
+def build_segmentor(cfg: Mapping[str, Any] | Any, train: bool = True, ctx: BuildContext | None = None) -> Segmentor:
+    """Segmentor from the ``model``, ``ceco``, ``loss`` (and ``data``) sections of a config: a loaded
+    one (its sections used as they are) or a partial one (missing keys take the schema's
+    defaults; each section typed and checked once, here).
+
+    ``ctx``: the run's facts (:func:`build_context` of ``cfg`` when not given). ``train=False``
+    builds the evaluation model: no auxiliary loss is constructed, so it has none of their
+    parameters or buffers (load a training state dict through ``strip_aux_losses``), and no
+    losses, which may need the training data's class counts.
+    """
+    model = section(ModelConfig, cfg.get("model"), "model")
+    data = cfg.get("data") or {}
     features = data.get("features") if data.get("features") is not None else DEFAULT_FEATURES
     in_channels = resolve_in_channels(model.in_channels, list(features))
     ceco = ceco_section(cfg.get("ceco"))
@@ -150,29 +173,24 @@ def build_segmentor(cfg: Mapping[str, Any] | Any, train: bool = True) -> Segment
     backbone = build_backbone(
         model.name, in_channels, model.backend, stem_kernel=model.stem_kernel, bn_momentum=model.bn_momentum
     )
-    feature_dim = int(backbone.feature_dim)
+    ctx = (build_context(cfg) if ctx is None else ctx).with_feature_dim(backbone.feature_dim)
     # The fixed-ETF point classifier uses the center branch's α and seed in ceco.proj_dim dims: the
     # same W* as the branch's when the branch projects (with projection: none, the branch's is smaller).
-    classifier = build_point_classifier(
-        model.point_classifier, feature_dim, model.num_classes, head.proj_dim, head.alpha, ceco.etf_seed
-    )
+    classifier = build_point_classifier(model.point_classifier, ctx, head.proj_dim, head.alpha, ceco.etf_seed)
     if not train:
         return Segmentor(backbone, classifier, None, None)
-    root = Path(data["root"]) if data.get("root") else None
-    # Read (once, and only if a loss asks) from DATA/stats.json: the counts behind CeCo's prior too.
-    counts = functools.partial(train_class_counts, root, model.num_classes, "loss")
-    criteria = build_criteria(cfg.get("loss") if cfg.get("loss") is not None else DEFAULT_LOSS, counts)
-    center_loss = None
-    if ceco.enabled:
-        center_loss = CenterCollapseLoss.from_config(ceco, feature_dim, model.num_classes, root)
-    return Segmentor(backbone, classifier, criteria, center_loss)
+    criteria = build_criteria(cfg.get("loss") if cfg.get("loss") is not None else DEFAULT_LOSS, ctx=ctx)
+    return Segmentor(backbone, classifier, criteria, build_aux_losses(aux_loss_sections(ceco), ctx))
 
 
 __all__ = [
     "CENTER_BRANCH_PREFIX",
     "ModelConfig",
+    "aux_loss_sections",
+    "build_context",
     "resolve_in_channels",
+    "resolve_num_classes",
     "Segmentor",
     "build_segmentor",
-    "strip_center_branch",
+    "strip_aux_losses",
 ]

@@ -5,6 +5,11 @@ Each module that reads a config section declares it once as a dataclass of ``par
 ``pointseg.engine.config`` assembles them into the experiment schema. OmegaConf checks the types
 and rejects unknown keys; the ``check`` of each field validates its value once, at load, so no
 module has to re-check or replace what the user wrote.
+
+The loader marks what it checked (:func:`mark_checked`): a read-only config, so its values stay
+as they were checked. :func:`typed` returns a checked section as it is and :func:`validate_section`
+does not check it again; a partial section a caller assembled by hand (tests, tools) is typed and
+checked once, where it is used.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import copy
 import dataclasses
 import difflib
 import inspect
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -33,13 +39,80 @@ def param(default: Any, doc: str = "", check: Check | None = None, **kw: Any) ->
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
-def typed(schema: type, value: Any = None, where: str = "config") -> Any:
-    """``value`` (a partial section: dict, DictConfig or None) merged onto the schema's defaults:
-    a typed, struct-mode DictConfig. Unknown keys and values of the wrong type raise ValueError
-    naming ``where``, the key and the closest known key."""
+# The configs the loader checked, by identity (a DictConfig hashes and compares by content), held
+# weakly: an entry goes when its config is freed.
+_CHECKED: dict[int, "weakref.ref[Any]"] = {}
+
+
+def mark_checked(cfg: Any) -> Any:
+    """Freeze ``cfg`` (a checked, typed DictConfig) and remember that it was checked: builders then
+    take its sections as they are. Returns ``cfg``."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.set_readonly(cfg, True)
+    key = id(cfg)
+    _CHECKED[key] = weakref.ref(cfg, lambda _ref: _CHECKED.pop(key, None))
+    return cfg
+
+
+def is_checked(value: Any, schema: type | None = None) -> bool:
+    """Whether ``value`` is (a section of) a config :func:`mark_checked` froze, still read-only and,
+    with ``schema``, typed by it. A copy or a merge of one is not: it is checked again."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.is_config(value) or not OmegaConf.is_readonly(value):
+        return False
+    node = value
+    parent = node._get_parent()
+    while parent is not None:  # a copy of a section keeps its parent link, but not its place
+        if parent._get_node(node._key()) is not node:
+            return False
+        node, parent = parent, parent._get_parent()
+    ref = _CHECKED.get(id(node))
+    if ref is None or ref() is not node:
+        return False
+    return schema is None or OmegaConf.get_type(value) is schema
+
+
+def replace_checked(cfg: Any, where: str, **changes: Any) -> Any:
+    """A checked section with ``changes`` applied: a new frozen, checked copy in which only the
+    changed values are checked (the others were, at load). E.g. the trainer's ``data`` section with
+    the run's seed where ``data.seed`` is null."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    schema = OmegaConf.get_type(cfg)
+    known = fields_of(schema)
+    for key in changes:
+        if key not in known:
+            raise ValueError(unknown_key_message(where, key, sorted(known)))
+    try:
+        out = OmegaConf.merge(cfg, changes)
+    except OmegaConfBaseException as e:
+        raise ValueError(f"{where}: {type_error_message(e)}") from None
+    out._set_parent(None)  # a section of its own (the copy kept its parent link)
+    for key in changes:
+        _check_value(known[key], OmegaConf.select(out, key), where, f"{where}.{key}")
+    return mark_checked(out)
+
+
+def plain(value: Any) -> Any:
+    """OmegaConf containers as plain python (dicts, lists, scalars), resolved; anything else as it is."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def typed(schema: type, value: Any = None, where: str = "config") -> Any:
+    """``value`` (a partial section: dict, DictConfig or None) merged onto the schema's defaults:
+    a typed, struct-mode DictConfig. Unknown keys and values of the wrong type raise ValueError
+    naming ``where``, the key and the closest known key. A section of a checked config
+    (:func:`is_checked`) is returned as it is."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if is_checked(value, schema):
+        return value
     base = OmegaConf.structured(schema)
     if value is None:
         return base
@@ -146,26 +219,68 @@ def flatten(data: Any, prefix: str = "") -> Iterator[str]:
                 yield f"{prefix}{key}"
 
 
+def section(schema: type, value: Any, where: str) -> Any:
+    """A typed, checked section from a checked config's (as it is) or a partial one (typed and
+    checked here, once)."""
+    cfg = typed(schema, value, where)
+    validate_section(schema, cfg, where)
+    return cfg
+
+
 def validate_section(schema: type, cfg: Any, where: str, source: Callable[[str], str] | None = None) -> None:
-    """Run every field's ``check`` on ``cfg`` (a typed section, nested sections included).
+    """Run every field's ``check`` on ``cfg`` (a typed section, nested sections included), unless
+    the loader checked it already (:func:`is_checked`).
 
     ``source(key)`` names where a key's value came from (a file, the command line); without it
     errors name ``where``.
     """
+    if source is None and is_checked(cfg, schema):
+        return
+    _run_checks(schema, cfg, where, source)
+
+
+def validate_config(schema: type, cfg: Any, source: Callable[[str], str]) -> None:
+    """Check a whole composed config once, section by section (``source(key)`` names where each
+    value came from)."""
+    top = [(name, f) for name, f in fields_of(schema).items() if section_type(f) is None]
+    _run_checks(schema, cfg, "config", source, fields=top)
+    for name, f in fields_of(schema).items():
+        sub = section_type(f)
+        if sub is not None:
+            _run_checks(sub, cfg[name], name, source, prefix=f"{name}.")
+
+
+def _run_checks(
+    schema: type,
+    cfg: Any,
+    where: str,
+    source: Callable[[str], str] | None,
+    prefix: str = "",
+    fields: Sequence[tuple[str, dataclasses.Field]] | None = None,
+) -> None:
+    """The checks of ``fields`` (default: every leaf of ``schema``) on ``cfg``, a section whose
+    keys are ``prefix`` + its own in ``source``'s and the messages' terms."""
     from omegaconf import OmegaConf
 
-    for key, f in leaves(schema):
-        check = f.metadata.get("check")
-        if check is None or OmegaConf.is_missing(cfg, key):
+    for key, f in (leaves(schema) if fields is None else fields):
+        if f.metadata.get("check") is None or OmegaConf.is_missing(cfg, key):
             continue
-        value = OmegaConf.select(cfg, key)
-        if OmegaConf.is_config(value):
-            value = OmegaConf.to_container(value, resolve=True)
-        problem = check(value)
-        if problem:
-            origin = source(key) if source else where
-            full = key if source else f"{where}.{key}"
-            raise ValueError(f"{origin}: {full} {problem} (got {value!r})")
+        origin = source(prefix + key) if source else where
+        _check_value(f, OmegaConf.select(cfg, key), origin, prefix + key if source else f"{where}.{key}")
+
+
+def _check_value(f: dataclasses.Field, value: Any, origin: str, key: str) -> None:
+    """Run a field's ``check`` on one value; the error names ``origin`` and the dotted ``key``."""
+    from omegaconf import OmegaConf
+
+    check = f.metadata.get("check")
+    if check is None:
+        return
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    problem = check(value)
+    if problem:
+        raise ValueError(f"{origin}: {key} {problem} (got {value!r})")
 
 
 def check_registry_list(items: Any, registry: Mapping[str, Callable[..., Any]], reserved: Sequence[str] = ()) -> str | None:
