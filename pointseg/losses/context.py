@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pointseg.data.stats import ClassCounts, train_class_counts
+from pointseg.datasets import DatasetSpec
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class BuildContext:
     num_classes: int
     feature_dim: int | None = None  # the backbone's output width, once the backbone is built
     data_root: Path | None = None
+    spec: DatasetSpec | None = None  # the label space the counts are read in (None: ScanNet200)
     # Counts from elsewhere than ``data_root/stats.json`` (tests, tools): (needed_by) -> counts.
     counts: Callable[[str], ClassCounts] | None = None
     # The counts once read, shared by the copies ``with_feature_dim`` makes.
@@ -37,7 +39,7 @@ class BuildContext:
             if self.counts is not None:
                 self.cache["counts"] = self.counts(needed_by)
             else:
-                self.cache["counts"] = train_class_counts(self.data_root, self.num_classes, needed_by)
+                self.cache["counts"] = train_class_counts(self.data_root, self.num_classes, needed_by, self.spec)
         return self.cache["counts"]
 
     def with_feature_dim(self, feature_dim: int) -> "BuildContext":

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from pointseg.data.dataset import DEFAULT_FEATURES
+from pointseg.datasets import spec_of
 from pointseg.data.dataset import in_channels as dataset_in_channels
 from pointseg.losses import AUX_PREFIX, DEFAULT_LOSS, BuildContext, Criteria, build_aux_losses, build_criteria
 from pointseg.losses.ceco import ceco_section, resolve_head
@@ -113,7 +114,7 @@ class ModelConfig:
     name: str = param("MinkUNet34C", "[paper] MinkUNet34C = [LG] Res16UNet34C; any of models.BACKBONES", _backbone_name)
     backend: str = param("auto", "[ours] auto | spconv | minkowski | torch: the same weights run on each", _backend_name)
     in_channels: Optional[int] = param(None, "input channels; null: derived from data.features (3 each), which it must match", positive)
-    num_classes: int = param(200, "[paper] ScanNet200's classes", at_least(2))
+    num_classes: Optional[int] = param(None, "null: the classes of data.dataset (ScanNet200: 200 [paper]; data.classes: their number); a value set by hand must agree", at_least(2))
     bn_momentum: float = param(0.02, "[LG] --bn_momentum 0.02 (PyTorch's meaning; its own default is 0.1)", in_range(0.0, 1.0))
     stem_kernel: int = param(3, "[LG] conv1_kernel_size of Res16UNet34C", positive)
     point_classifier: str = param("learned", "[paper] learned | etf (Table 1's fixed point classifier)", one_of(*POINT_CLASSIFIERS))
@@ -131,11 +132,12 @@ def resolve_in_channels(model_in_channels: int | None, features: Sequence[str], 
 
 
 def resolve_num_classes(cfg: Mapping[str, Any] | Any) -> int:
-    """The number of classes of a run, the one place it is read: ``model.num_classes`` (the
-    schema's default when a partial config lacks it)."""
+    """The number of classes of a run, the one place it is read: ``model.num_classes`` when set
+    (a loaded config always has it, derived at load), else the label space of the ``data``
+    section (``data.dataset``, ``data.classes``; ScanNet200 when a partial config lacks them)."""
     model = cfg.get("model") or {}
     value = model.get("num_classes")
-    return int(value if value is not None else fields_of(ModelConfig)["num_classes"].default)
+    return int(value) if value is not None else spec_of(cfg.get("data") or {}).num_classes
 
 
 def build_context(cfg: Mapping[str, Any] | Any, feature_dim: int | None = None) -> BuildContext:
@@ -144,7 +146,7 @@ def build_context(cfg: Mapping[str, Any] | Any, feature_dim: int | None = None) 
     builder asks) and, once the backbone is built, the feature width."""
     data = cfg.get("data") or {}  # a partial config may lack the section or the key, never empty them
     root = data.get("root")
-    return BuildContext(resolve_num_classes(cfg), feature_dim, Path(root) if root else None)
+    return BuildContext(resolve_num_classes(cfg), feature_dim, Path(root) if root else None, spec_of(data))
 
 
 def aux_loss_sections(ceco: Any) -> list[tuple[str, Any]]:
