@@ -305,6 +305,24 @@ def test_collapse_tool_on_checkpoints(tmp_path):
     # A baseline run is measured in the default CeCo head's space too, over the same classes.
     center = records[1]["center_metrics"]
     assert center["classes"] == present and center["overall"]["equiangular_classifier"] == pytest.approx(0, abs=1e-6)
+    # ... which is the shared space every run is also measured in: the same numbers for a baseline.
+    assert records[1]["center_metrics_shared"] == center
+
+
+def test_shared_center_space_is_the_released_head_whatever_the_run_head():
+    """An Eq. 4 run (no reduce) is measured in its own space and in the released head's: the
+    shared branch has the released reduce and the same ETF as a baseline's default branch."""
+    from pointseg.analysis.collapse_run import center_branch_for, shared_center_branch
+    from pointseg.engine.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "synthetic"
+    eq4 = load_config(root / "ceco_paper_eq4.yaml", ["model.backend=torch"])
+    base = load_config(root / "baseline.yaml", ["model.backend=torch"])
+    own = center_branch_for({}, eq4, 48)  # no stored branch: rebuilt from ceco.etf_seed
+    shared, reference = shared_center_branch(eq4, 48), center_branch_for({}, base, 48)
+    assert own.reduce is None and shared.reduce is not None
+    assert torch.equal(shared.classifier_weight(), reference.classifier_weight())
+    assert torch.equal(shared.reduce.weight, reference.reduce.weight)
 
 
 def test_classifier_cosines_raw_and_centered():

@@ -7,6 +7,7 @@ import json
 import pytest
 from scipy import stats
 
+from pointseg.analysis import study_v2
 from pointseg.analysis.study_v2 import DESIGN, decide, last_third_gain, load_summaries, pilot_summary
 from pointseg.analysis.study_v2_report import BEGIN, END, write_report
 
@@ -72,3 +73,27 @@ def test_report_block_is_replaced_and_the_rest_kept(tmp_path):
     text = doc.read_text()
     assert text.startswith("# Study\n\nkept text\n") and text.count(BEGIN) == 1 and text.count(END) == 1
     assert "13 min" in text and f"+{DESIGN['target_gain']}" in text
+
+
+def test_run_summary_reads_every_file_of_a_run(tmp_path):
+    """A run folder written by hand: metrics, the curve, the L_CR series and the collapse record
+    (backbone, own center space and the shared one) reach the committed summary."""
+    run = tmp_path / "run"
+    (run / "eval_val").mkdir(parents=True)
+    (run / "collapse").mkdir()
+    metrics = {"miou": 0.5, "head_miou": 0.9, "common_miou": 0.6, "tail_miou": 0.2,
+               "per_class": [{"name": "wall", "gt_points": 10, "iou": 0.9}, {"name": "ball", "gt_points": 0, "iou": None}]}
+    (run / "eval_val" / "metrics.json").write_text(json.dumps(metrics))
+    (run / "val.jsonl").write_text("\n".join(json.dumps({"iteration": i, "head_miou": 0.9, "common_miou": 0.5,
+                                                          "tail_miou": t}) for i, t in ((500, 0.1), (1000, 0.3))))
+    (run / "log.jsonl").write_text("\n".join(json.dumps({"iteration": i, "loss_ceco": 3.0 - i / 1000}) for i in range(0, 1000, 5)))
+    space = lambda v: {"overall": {"equiangular_means": v}}  # noqa: E731
+    record = {"metrics": {"overall": {"equiangular_means": 0.4}, "tail": {"equiangular_means": 0.5}},
+              "center_metrics": space(0.2), "center_metrics_shared": space(0.3)}
+    (run / "collapse" / "collapse.json").write_text(json.dumps({"checkpoints": [{"metrics": {}}, record]}))
+    s = study_v2.summarize_run(run, "ceco", 1, "abc", 12.0)
+    assert s["val"]["tail"] == pytest.approx(20) and s["val"]["per_class"] == {"wall": pytest.approx(90)}
+    assert [c["iteration"] for c in s["curve"]] == [500, 1000] and s["curve"][1]["tail"] == pytest.approx(30)
+    assert s["loss_ceco"][:2] == [[0, 3.0], [25, 2.975]]  # every fifth logged value
+    assert s["collapse"] == {"equiangular_means": 0.4, "tail_equiangular_means": 0.5,
+                             "center_equiangular_means": 0.2, "center_equiangular_means_shared": 0.3}

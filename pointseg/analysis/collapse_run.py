@@ -58,6 +58,15 @@ def center_branch_for(state: dict, cfg: Any, feature_dim: int) -> CenterCollapse
     return branch.eval()
 
 
+def shared_center_branch(cfg: Any, feature_dim: int) -> CenterCollapseLoss:
+    """The released head with the run's ``ceco.etf_seed``, in eval mode: one center space for every
+    run, whatever its own head (a CeCo run with the paper's Eq. 4 head, a learned projection or
+    none is also measured here, so that arms are compared in the same space as well as in their
+    own). Its maps are frozen and seeded, so they need nothing from the checkpoint."""
+    spec = {"etf_seed": int(cfg.ceco.etf_seed), "prior": "none"}
+    return CenterCollapseLoss.from_config(spec, feature_dim, int(cfg.model.num_classes)).eval()
+
+
 def center_space(branch: CenterCollapseLoss, acc: CollapseAccumulator, groups: dict[str, np.ndarray] | None) -> dict:
     """:func:`center_space_metrics` through ``branch``'s reduce / BatchNorm and projection.
 
@@ -130,7 +139,9 @@ def analyze_checkpoint(
     ``{checkpoint, iteration, split, metrics, center_metrics, ...}``.
 
     ``metrics`` are in the backbone's feature space with the point classifier's rows;
-    ``center_metrics`` in CeCo's center embedding (see :func:`center_branch_for`). The model and,
+    ``center_metrics`` in the run's own center embedding (see :func:`center_branch_for`),
+    ``center_metrics_shared`` in the released head's, the same for every run
+    (:func:`shared_center_branch`). The model and,
     unless ``data_cfg`` (a ``data`` config section) is given, the data settings come from the
     checkpoint's stored config with ``overrides`` applied.
     """
@@ -159,6 +170,7 @@ def analyze_checkpoint(
         "num_scenes": len(dataset),
         "metrics": acc.evaluate(w, groups, weighting),
         "center_metrics": center_space(center_branch_for(ckpt["model"], cfg, feature_dim), acc, groups),
+        "center_metrics_shared": center_space(shared_center_branch(cfg, feature_dim), acc, groups),
     }
 
 

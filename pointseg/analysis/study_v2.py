@@ -104,9 +104,16 @@ def summarize_run(run_dir: str | os.PathLike, arm: str, seed: int, commit: str, 
             out.setdefault("posthoc", {})[post] = _split_metrics(json.loads(path.read_text(encoding="utf-8")))
     collapse = d / "collapse" / "collapse.json"
     if collapse.is_file():
-        last = json.loads(collapse.read_text(encoding="utf-8"))["checkpoints"][-1]["metrics"]
+        record = json.loads(collapse.read_text(encoding="utf-8"))["checkpoints"][-1]
+        last = record["metrics"]
         out["collapse"] = {"equiangular_means": last["overall"]["equiangular_means"],
                            "tail_equiangular_means": last.get("tail", {}).get("equiangular_means")}
+        # Std-cos of the embedded centers in the run's own center space and in the released
+        # head's, shared by every arm (absent from records written before the shared space existed)
+        for key, name in (("center_metrics", "center_equiangular_means"),
+                          ("center_metrics_shared", "center_equiangular_means_shared")):
+            if record.get(key):
+                out["collapse"][name] = record[key]["overall"]["equiangular_means"]
     return out
 
 

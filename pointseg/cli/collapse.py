@@ -68,7 +68,9 @@ def _summary(rec: dict) -> str:
         f"{rec['checkpoint']} (iteration {rec['iteration']}, {rec['split']} split, K = {k} classes "
         f"measured, ETF cosine -1/(K-1) = {m['etf_cosine']:.4f}, global mean over {m['weighting']}s)"
     ]
-    for title, metrics in (("backbone features", m), ("CeCo center embedding", rec.get("center_metrics"))):
+    spaces = (("backbone features", m), ("the run's own center embedding", rec.get("center_metrics")),
+              ("the released head's center embedding (shared by every run)", rec.get("center_metrics_shared")))
+    for title, metrics in spaces:
         if not metrics:
             continue
         etf = metrics.get("num_classes_etf")  # the center embedding's target is the ETF of all its classes
