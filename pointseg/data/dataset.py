@@ -73,8 +73,8 @@ class DataConfig:
     """The ``data`` section: where the scenes are and how they become batches."""
 
     root: str = param(REQUIRED, "the preprocessed folder (tools/preprocess_scannet200.py --out)")
-    dataset: str = param(DEFAULT_DATASET, "[ours] label space: scannet200 | scannet20 (pointseg.datasets.DATASETS; docs/design.md, Adding a dataset); model.num_classes must match it", _dataset)
-    classes: Optional[list] = param(None, "[ours] null: every class of data.dataset; a list of its class names: only those, as classes 0..K-1 in list order (the others ignored); model.num_classes: K", _classes)
+    dataset: str = param(DEFAULT_DATASET, "[ours] label space: scannet200 | scannet20 (pointseg.datasets.DATASETS; docs/design.md, Adding a dataset); model.num_classes follows it", _dataset)
+    classes: Optional[list] = param(None, "[ours] null: every class of data.dataset; a list of its class names: only those, as classes 0..K-1 in list order (the others ignored); model.num_classes follows (K)", _classes)
     seed: Optional[int] = param(None, "[ours] base of the per-sample augmentation seeds; null: the run's seed")
     voxel_size: float = param(0.02, "[LG] voxel edge in metres (Scannet200Voxelization2cmDataset)", positive)
     features: list = param(DEFAULT_FEATURES, "[LG] per-point inputs, any of color / normal / coord (3 channels each)", _features)
