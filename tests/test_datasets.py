@@ -16,6 +16,7 @@ from pointseg.data.dataset import build_dataset
 from pointseg.data.scene import load_scene
 from pointseg.data.stats import load_class_counts, write_stats
 from pointseg.datasets import DATASETS, check_num_classes, get_dataset, spec_of, subset
+from pointseg.engine.config import load_config
 from pointseg.engine.trainer import Trainer
 from pointseg.evaluation.metrics import SemSegMetric, summarize
 from pointseg.evaluation.submission import format_prediction, read_submission, validate_submission, write_submission
@@ -94,7 +95,11 @@ def _subset20_classes() -> list[str]:
 
 def test_longtail_subset_config_keeps_the_benchmark_classes():
     cfg = yaml.safe_load((ROOT / "configs" / "longtail" / "subset20.yaml").read_text())
-    assert cfg["data"]["classes"] == [c.name for c in longtail.CLASSES] and cfg["model"]["num_classes"] == 20
+    assert cfg["data"]["classes"] == [c.name for c in longtail.CLASSES]
+    loaded = load_config(ROOT / "configs" / "longtail" / "subset20.yaml")
+    assert loaded.model.num_classes == 20  # derived from data.classes at load
+    eq4 = load_config(ROOT / "configs" / "longtail" / "ceco_paper_eq4_subset20.yaml")
+    assert (eq4.model.num_classes, eq4.ceco.head, eq4.ceco.projection) == (20, "paper_eq4", "none")
 
 
 def test_subset_remaps_on_load_and_inherits_groups_and_ids(tmp_path):

@@ -164,11 +164,10 @@ def subset(parent: DatasetSpec, classes: Sequence[str], name: str | None = None)
     )
 
 
-def check_num_classes(spec: DatasetSpec, num_classes: int, where: str = "config") -> None:
-    """Raise (one line, naming ``where`` the value came from) unless the network predicts exactly
-    the dataset's classes."""
+def check_num_classes(spec: DatasetSpec, num_classes: int) -> None:
+    """Raise (one line) unless the network predicts exactly the dataset's classes."""
     if int(num_classes) != spec.num_classes:
         raise ValueError(
-            f"{where}: model.num_classes is {int(num_classes)} but dataset {spec.name!r} has {spec.num_classes} classes "
+            f"model.num_classes is {int(num_classes)} but dataset {spec.name!r} has {spec.num_classes} classes "
             f"(data.dataset / data.classes); set model.num_classes: {spec.num_classes}"
         )

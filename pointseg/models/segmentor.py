@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from pointseg.data.dataset import DEFAULT_FEATURES
-from pointseg.datasets import spec_of
 from pointseg.data.dataset import in_channels as dataset_in_channels
+from pointseg.datasets import spec_of
 from pointseg.losses import AUX_PREFIX, DEFAULT_LOSS, BuildContext, Criteria, build_aux_losses, build_criteria
 from pointseg.losses.ceco import ceco_section, resolve_head
 from pointseg.models import BACKBONES, build_backbone
@@ -34,7 +34,6 @@ from pointseg.models.heads import POINT_CLASSIFIERS, build_point_classifier
 from pointseg.sparse import BACKENDS, SparseTensor
 from pointseg.utils.schema import (
     at_least,
-    fields_of,
     in_range,
     one_of,
     param,
@@ -114,7 +113,7 @@ class ModelConfig:
     name: str = param("MinkUNet34C", "[paper] MinkUNet34C = [LG] Res16UNet34C; any of models.BACKBONES", _backbone_name)
     backend: str = param("auto", "[ours] auto | spconv | minkowski | torch: the same weights run on each", _backend_name)
     in_channels: Optional[int] = param(None, "input channels; null: derived from data.features (3 each), which it must match", positive)
-    num_classes: Optional[int] = param(None, "null: the classes of data.dataset (ScanNet200: 200 [paper]; data.classes: their number); a value set by hand must agree", at_least(2))
+    num_classes: Optional[int] = param(None, "null: the classes of data.dataset (ScanNet200: 200 [paper]; data.classes: their number); a value set by hand must agree when scenes are loaded", at_least(2))
     bn_momentum: float = param(0.02, "[LG] --bn_momentum 0.02 (PyTorch's meaning; its own default is 0.1)", in_range(0.0, 1.0))
     stem_kernel: int = param(3, "[LG] conv1_kernel_size of Res16UNet34C", positive)
     point_classifier: str = param("learned", "[paper] learned | etf (Table 1's fixed point classifier)", one_of(*POINT_CLASSIFIERS))
