@@ -213,7 +213,7 @@ def compose(layers: Iterable[tuple[str, Any]], overrides: Iterable[str] = ()) ->
     # checkpoint's config must load for prediction whatever data it was trained on.
     if cfg.model.num_classes is None:
         cfg.model.num_classes = spec_of(cfg.data).num_classes
-        sources["model.num_classes"] = "derived from data.dataset"
+        sources["model.num_classes"] = "derived from " + ("data.classes" if cfg.data.classes is not None else "data.dataset")
     return mark_checked(cfg), {k: source_of(k) for k, _ in leaves(ExperimentConfig)}
 
 
