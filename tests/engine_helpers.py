@@ -31,6 +31,35 @@ def register_tiny_backbone() -> None:
     BACKBONES.setdefault(TINY, MinkUNetTiny)
 
 
+class FixtureTiny(MinkUNet14):
+    """The backbone the checkpoint fixtures of tests/fixtures were made with (model.name
+    MinkUNetTiny there, at fewer channels than :class:`MinkUNetTiny`)."""
+
+    INIT_DIM = 4
+    PLANES = (4, 8, 8, 8, 8, 8, 8, 8)
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def predicts_as_recorded(monkeypatch, checkpoint: str, expected: str):
+    """Load ``tests/fixtures/<checkpoint>`` for inference, run it on the inputs stored in
+    ``<expected>.npz`` and check it gives the stored logits and features; ``(model, cfg, out,
+    expected arrays)``. Same weights, same graph: only the float summation order may differ
+    between CPUs (SIMD width of the GEMM kernels), so the comparison is to float32 rounding
+    rather than bit for bit; a wrong weight mapping would be off by orders of magnitude more."""
+    from pointseg.engine.checkpoint import load_for_inference
+
+    monkeypatch.setitem(BACKBONES, TINY, FixtureTiny)
+    model, cfg = load_for_inference(FIXTURES / checkpoint)
+    arrays = np.load(FIXTURES / expected, allow_pickle=False)
+    with torch.no_grad():
+        out = model({"coords": torch.from_numpy(arrays["coords"]), "feat": torch.from_numpy(arrays["feat"])})
+    np.testing.assert_allclose(out["logits"].numpy(), arrays["logits"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["feat"].numpy(), arrays["feat_out"], rtol=1e-5, atol=1e-6)
+    return model, cfg, out, arrays
+
+
 CLASSES = (0, 3, 7, 42, 150)  # a few of the 200 class indices
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_helpers import tiny_config
+from engine_helpers import FIXTURES, predicts_as_recorded, tiny_config
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
 
@@ -29,7 +29,6 @@ from pointseg.losses.ceco import CecoConfig, CenterCollapseLoss
 from pointseg.models.segmentor import ModelConfig, build_context, build_segmentor, resolve_num_classes
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def test_a_training_run_checks_each_section_exactly_once(data_root, tmp_path, tiny_backbone, monkeypatch):
@@ -163,33 +162,16 @@ def test_callbacks_see_steps_validations_and_saves(data_root, tmp_path, tiny_bac
     assert saved == ["best.pth", "extra.pth", "iter_0000001.pth", "iter_0000002.pth", "last.pth"]
 
 
-@pytest.fixture
-def tiny_registry(monkeypatch):
-    from pointseg.models.minkunet import MinkUNet14
-
-    class MinkUNetTiny(MinkUNet14):  # the backbone the fixtures were made with
-        INIT_DIM = 4
-        PLANES = (4, 8, 8, 8, 8, 8, 8, 8)
-
-    monkeypatch.setitem(pointseg.models.BACKBONES, "MinkUNetTiny", MinkUNetTiny)
-
-
-def test_checkpoint_of_format_2_loads_and_predicts_as_it_did(tiny_registry, one_thread):
+def test_checkpoint_of_format_2_loads_and_predicts_as_it_did(monkeypatch, one_thread):
     """tests/fixtures/format2_ceco.pth was written before the center branch became an auxiliary
     loss (``center_loss.*`` keys, an ``etf`` entry): it loads for inference with the stored
     outputs, and its training model loads with the branch's tensors under ``aux_losses.ceco.``."""
-    from pointseg.engine.checkpoint import load_checkpoint, load_for_inference
+    from pointseg.engine.checkpoint import load_checkpoint
 
     path = FIXTURES / "format2_ceco.pth"
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == 2 and "center_loss.etf" in raw["model"] and "etf" in raw
-    model, cfg = load_for_inference(path)
-    expected = np.load(FIXTURES / "format2_ceco_expected.npz", allow_pickle=False)
-    with torch.no_grad():
-        out = model({"coords": torch.from_numpy(expected["coords"]), "feat": torch.from_numpy(expected["feat"])})
-    # The same weights and graph; float summation order may differ between CPUs (see the 0.1.0 test).
-    np.testing.assert_allclose(out["logits"].numpy(), expected["logits"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out["feat"].numpy(), expected["feat_out"], rtol=1e-5, atol=1e-6)
+    _, cfg, out, expected = predicts_as_recorded(monkeypatch, "format2_ceco.pth", "format2_ceco_expected.npz")
     assert np.array_equal(out["logits"].argmax(1).numpy(), expected["logits"].argmax(1))
     ckpt = load_checkpoint(path)
     assert ckpt["format"] == 3 and "etf" not in ckpt

@@ -272,30 +272,13 @@ def test_checkpoint_of_0_1_0_loads_and_predicts_as_it_did(tiny_registry, monkeyp
     """tests/fixtures/legacy_0.1.0_ceco.pth was written by pointseg 0.1.0 (point classifier inside
     the backbone, ``ceco.logit_adjust``): it loads for inference and gives the stored outputs, and
     its training model (the center branch of Eq. 3-4) loads too."""
-    from pathlib import Path
+    from engine_helpers import FIXTURES, predicts_as_recorded
 
-    import numpy as np
+    from pointseg.engine.checkpoint import load_checkpoint
 
-    from pointseg.engine.checkpoint import load_checkpoint, load_for_inference
-    from pointseg.models.minkunet import MinkUNet14
-
-    class MinkUNetTiny(MinkUNet14):  # the backbone the fixture was made with
-        INIT_DIM = 4
-        PLANES = (4, 8, 8, 8, 8, 8, 8, 8)
-
-    monkeypatch.setitem(pointseg.models.BACKBONES, "MinkUNetTiny", MinkUNetTiny)
-    fixtures = Path(__file__).resolve().parent / "fixtures"
-    path = fixtures / "legacy_0.1.0_ceco.pth"
+    path = FIXTURES / "legacy_0.1.0_ceco.pth"
     assert "backbone.classifier.weight" in torch.load(path, weights_only=True)["model"]
-    model, cfg = load_for_inference(path)
-    expected = np.load(fixtures / "legacy_0.1.0_ceco_expected.npz", allow_pickle=False)
-    with torch.no_grad():
-        out = model({"coords": torch.from_numpy(expected["coords"]), "feat": torch.from_numpy(expected["feat"])})
-    # Same weights, same graph; only the float summation order may differ between CPUs (SIMD width
-    # of the GEMM kernels), so compare to float32 rounding rather than bit for bit. A wrong weight
-    # mapping would be off by orders of magnitude more.
-    np.testing.assert_allclose(out["logits"].numpy(), expected["logits"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out["feat"].numpy(), expected["feat_out"], rtol=1e-5, atol=1e-6)
+    _, cfg, _, _ = predicts_as_recorded(monkeypatch, "legacy_0.1.0_ceco.pth", "legacy_0.1.0_ceco_expected.npz")
     assert cfg.ceco.head == "paper_eq4" and cfg.ceco.prior == "none" and "logit_adjust" not in cfg.ceco
     assert cfg.model.bn_momentum == 0.1  # what 0.1.0 trained with
     ckpt = load_checkpoint(path)
