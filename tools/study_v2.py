@@ -84,8 +84,10 @@ def main() -> None:
 
     def runs_for(arms, seeds, iterations: int) -> None:
         jobs, where = [], {}
-        for arm in arms:
-            for seed in seeds:
+        # seed by seed, every arm of a seed before the next seed: a study cut short across sessions
+        # has every arm at the same seeds (a paired comparison is possible at any point)
+        for seed in seeds:
+            for arm in arms:
                 summary = results / f"{arm}_seed{seed}.json"
                 if summary.exists():
                     continue
