@@ -109,8 +109,6 @@ def build_aux_losses(sections: Iterable[tuple[str, Any]], ctx: BuildContext) -> 
     return out
 
 
-
-
 def needs_class_counts(loss_cfg: Sequence[Mapping[str, Any]]) -> bool:
     """Whether some entry of a ``loss`` list computes its weights or prior from class counts."""
     for entry in plain(loss_cfg):
