@@ -40,8 +40,9 @@ minkowski-cuda-check: install
 # On a GPU machine: the CUDA tests, backend agreement on CUDA and a MinkUNet34C training step per
 # backend (bench/results/gpu.json), in about 5 minutes; without a GPU it says so and succeeds. Runs
 # on the machine's own Python where no .venv exists (a GPU machine may reach no package index).
+# MINKOWSKI_WHEEL=path.whl: a MinkowskiEngine CUDA wheel built elsewhere, imported without pip.
 gpu-check:
-	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) tools/gpu_check.py
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) tools/gpu_check.py $(if $(MINKOWSKI_WHEEL),--minkowski-wheel $(MINKOWSKI_WHEEL))
 
 test: install-dev
 	$(PY) -m pytest -q

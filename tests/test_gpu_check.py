@@ -5,6 +5,7 @@ finds the architectures of a hand-made fat binary."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import struct
 import subprocess
 import sys
@@ -94,3 +95,42 @@ def test_minkowski_info_reports_the_installed_build(capsys):
     out = capsys.readouterr().out
     assert f"is_cuda_available(): {bool(ME.is_cuda_available())}" in out
     assert status == (0 if ME.is_cuda_available() else 1)
+
+
+def _wheel(path: Path, files: dict[str, str]) -> Path:
+    """A wheel is a zip of site-packages entries: enough of one for ``use_wheel``."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+    return path
+
+
+def test_a_carried_wheel_is_imported_without_pip(tmp_path, monkeypatch):
+    """``--minkowski-wheel``: the wheel unpacks onto the import path (and the tests' subprocess
+    path); a build that does not import is reported with its error, not raised."""
+    gpu_check = _load("gpu_check")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    good = _wheel(tmp_path / "good-0.1-py3-none-any.whl", {
+        "carried_good/__init__.py": "def is_cuda_available():\n    return True\n",
+        "carried_good-0.1.dist-info/METADATA": "Name: carried_good\n"})
+    report = gpu_check.use_wheel(good, tmp_path / "good", module="carried_good")
+    assert report == {"wheel": good.name, "imports": True, "cuda_available": True}
+    assert sys.modules["carried_good"].__file__.startswith(str(tmp_path / "good"))
+    assert str(tmp_path / "good") in os.environ["PYTHONPATH"].split(os.pathsep)
+
+    bad = _wheel(tmp_path / "bad-0.1-py3-none-any.whl", {
+        "carried_bad/__init__.py": "raise ImportError('undefined symbol: _ZN3c10 (built against another torch)')\n"})
+    report = gpu_check.use_wheel(bad, tmp_path / "bad", module="carried_bad")
+    assert report["imports"] is False and "undefined symbol" in report["error"]
+    for name in ("carried_good", "carried_bad"):
+        sys.modules.pop(name, None)
+
+
+def test_a_missing_wheel_is_a_usage_error(tmp_path, capsys):
+    gpu_check = _load("gpu_check")
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--minkowski-wheel", str(tmp_path / "none.whl")])
+    assert "none.whl: no such file" in capsys.readouterr().err

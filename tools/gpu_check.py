@@ -9,10 +9,13 @@
 
 Writes ``bench/results/gpu.json``; at most about 5 minutes on one GPU. Needs torch and numpy only
 (the torch backend is pure PyTorch); a MinkowskiEngine or spconv build is used when it imports.
+A GPU machine that cannot install packages can be handed a MinkowskiEngine CUDA wheel built
+elsewhere (``make minkowski-cuda-check``) with ``--minkowski-wheel``: it is unpacked beside the
+check and imported from there (it must have been built against this machine's torch).
 The tests also need pytest and OmegaConf: where they do not import, that part is reported as not
 run. On a machine without a GPU it says so and exits 0.
 
-    python tools/gpu_check.py [--budget-s 300]
+    python tools/gpu_check.py [--budget-s 300] [--minkowski-wheel PATH.whl]
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import torch
@@ -36,6 +41,23 @@ NUM_CLASSES = 200
 STEP_REPEATS = 5
 
 
+def use_wheel(path: Path, into: Path, module: str = "MinkowskiEngine") -> dict:
+    """Make the wheel at ``path`` importable without pip (none may run on the GPU machine): a
+    wheel is a zip of site-packages entries (PEP 427), so unpacking it onto ``sys.path`` is enough.
+    Returns whether ``module`` then imports, and why not: a wheel built against another torch fails
+    here with an undefined symbol, which is worth reporting rather than stopping the check."""
+    with zipfile.ZipFile(path) as wheel:
+        wheel.extractall(into)
+    sys.path.insert(0, str(into))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(into), os.environ.get("PYTHONPATH")]))
+    try:
+        imported = importlib.import_module(module)
+    except Exception as e:  # ImportError, or an OSError from the extension's shared libraries
+        return {"wheel": path.name, "imports": False, "error": f"{type(e).__name__}: {e}"[:500]}
+    cuda = getattr(imported, "is_cuda_available", lambda: None)()
+    return {"wheel": path.name, "imports": True, "cuda_available": cuda}
+
+
 def run_cuda_tests(timeout_s: float) -> dict:
     """The CUDA cases of the tests (``-k cuda``), in a pytest subprocess."""
     missing = [m for m in ("pytest", "omegaconf") if importlib.util.find_spec(m) is None]
@@ -45,7 +67,7 @@ def run_cuda_tests(timeout_s: float) -> dict:
     start = time.perf_counter()
     try:
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     except subprocess.TimeoutExpired:
         return {"run": True, "passed": False, "summary": f"timed out after {timeout_s:.0f} s"}
     lines = (out.stdout + out.stderr).strip().splitlines()
@@ -145,7 +167,10 @@ def training_step(backend: str, amp: bool, ceco: bool, x, segment) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget-s", type=float, default=300.0, help="stop starting new measurements after this")
+    p.add_argument("--minkowski-wheel", type=Path, help="a MinkowskiEngine wheel to import from here, not installed")
     args = p.parse_args(argv)
+    if args.minkowski_wheel is not None and not args.minkowski_wheel.is_file():
+        p.error(f"--minkowski-wheel {args.minkowski_wheel}: no such file")
     if not torch.cuda.is_available():
         cuda = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU build"
         print(f"gpu-check: no GPU visible (torch {torch.__version__}, {cuda}); nothing to check here")
@@ -157,9 +182,13 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     left = lambda: args.budget_s - (time.perf_counter() - start)  # noqa: E731
+    wheel = None
+    if args.minkowski_wheel is not None:
+        wheel = use_wheel(args.minkowski_wheel, Path(tempfile.mkdtemp(prefix="gpu-check-wheel-")))
+        print("minkowski wheel:", json.dumps(wheel), flush=True)
     backends = available_backends()
     result: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
-                    "backends": backends, "model": "MinkUNet34C", "classes": NUM_CLASSES}
+                    "backends": backends, "model": "MinkUNet34C", "classes": NUM_CLASSES, "minkowski_wheel": wheel}
     print(f"gpu-check on {result['device']}, torch {torch.__version__}, backends {backends}", flush=True)
     result["tests"] = run_cuda_tests(timeout_s=max(30.0, 0.4 * left()))
     print("tests:", result["tests"].get("summary") or result["tests"].get("reason"), flush=True)
