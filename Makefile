@@ -6,7 +6,7 @@ TORCH_INDEX ?=
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 
-.PHONY: install install-dev minkowski minkowski-cuda-check gpu-check test bench demo study study-v1 study-scannet200-synthetic clean
+.PHONY: install install-dev minkowski minkowski-cuda-check gpu-check test bench demo study study-report study-v1 study-scannet200-synthetic clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ demo: install
 # The second long-tail study (docs/study.md): resumable, skips runs whose summaries are committed.
 study: install
 	$(PY) tools/study_v2.py --out outputs/study2 --results docs/study/v2 --doc docs/study.md
+
+# The results block of docs/study.md from the committed summaries alone (interim until all are in).
+study-report: install
+	$(PY) tools/study_v2.py --report-only --results docs/study/v2 --doc docs/study.md
 
 study-v1: install
 	$(PY) tools/study.py --out outputs/study --doc docs/study.md

@@ -97,3 +97,27 @@ def test_run_summary_reads_every_file_of_a_run(tmp_path):
     assert s["loss_ceco"][:2] == [[0, 3.0], [25, 2.975]]  # every fifth logged value
     assert s["collapse"] == {"equiangular_means": 0.4, "tail_equiangular_means": 0.5,
                              "center_equiangular_means": 0.2, "center_equiangular_means_shared": 0.3}
+
+
+def test_an_interim_reading_judges_nothing(tmp_path):
+    """With the pilot's seed count given, fewer paired seeds in any comparison leave the verdict
+    open, even where the seeds so far would pass; the report says it is interim."""
+    ce = [30.0, 32.0, 28.0]
+    records = [summary("ce", s, t) for s, t in enumerate(ce)]
+    records += [summary(arm, s, t + 8.0 + s, std_cos=0.25 if arm == "ceco" else 0.3)
+                for arm in ("ceco", "balanced_softmax", "repeat_factor") for s, t in enumerate(ce)]
+    records += [summary("ceco_balanced_softmax", s, t + 17.0 + s, std_cos=0.25) for s, t in enumerate(ce[:2])]
+    write(tmp_path, records)
+    runs = load_summaries(tmp_path)
+    assert decide(runs)["verdict"] == "CeCo helps the tail"  # what reading early would say
+    interim = decide(runs, seeds=3)
+    assert interim["verdict"].startswith("incomplete: 0 of 3")  # no post-hoc arm yet
+    assert interim["comparisons"]["ceco"]["passes"]  # the comparisons are still shown
+    doc = tmp_path / "study.md"
+    write_report(runs, pilot_summary(runs), interim, doc, 5.0)
+    assert "*Interim reading" in doc.read_text()
+    for s in range(3):  # the post-hoc arm's values live in the CE summaries
+        records[s]["posthoc"] = {"ce_logit_adjusted": {**records[s]["val"], "tail": ce[s] + 1.0}}
+    records.append(summary("ceco_balanced_softmax", 2, ce[2] + 19.0, std_cos=0.25))
+    write(tmp_path, records)
+    assert decide(load_summaries(tmp_path), seeds=3)["verdict"] == "CeCo helps the tail"

@@ -62,6 +62,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
     ap.add_argument("--commit", action="store_true", help="git-commit every run summary as it is written")
     ap.add_argument("--pilot-only", action="store_true", help="stop after the pilot")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: write the results block from the committed summaries (an interim reading "
+                         "until every seed is in)")
     args = ap.parse_args()
     out, results, doc = (p if p.is_absolute() else ROOT / p for p in (args.out, args.results, args.doc))
     out = out / DESIGN["preset"]  # data and runs of one benchmark never mix with another's
@@ -76,6 +79,12 @@ def main() -> None:
         minutes = before + (time.perf_counter() - started) / 60
         atomic_write_text(timing, json.dumps({"minutes": minutes, "cores": os.cpu_count()}) + "\n")
         return minutes
+
+    if args.report_only:
+        runs, pilot = load_summaries(results), json.loads((results / "pilot.json").read_text())
+        decision = decide(runs, seeds=pilot.get("seeds"))
+        print(f"{decision['verdict']}\nwrote {write_report(runs, pilot, decision, doc, before)}")
+        return
 
     if not (data / "stats.json").exists():
         run(tool("make_longtail_scannet", "--out", out / "raw", "--preset", DESIGN["preset"],
@@ -137,7 +146,7 @@ def main() -> None:
     if not args.pilot_only:
         runs_for(list(ARMS), range(pilot["seeds"]), pilot["iterations"])
     runs = load_summaries(results)
-    decision = decide(runs)
+    decision = decide(runs, seeds=pilot["seeds"])
     atomic_write_text(results / "decision.json", json.dumps(decision, indent=1) + "\n")
     minutes = save_time()
     print(f"wrote {write_report(runs, pilot, decision, doc, minutes)}")

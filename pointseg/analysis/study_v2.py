@@ -165,8 +165,13 @@ def pilot_summary(runs: dict[str, dict[int, dict]], design: dict = DESIGN) -> di
     return out
 
 
-def decide(runs: dict[str, dict[int, dict]], design: dict = DESIGN) -> dict[str, Any]:
-    """The decision rule of docs/study.md applied to every comparison, and the study's verdict."""
+def decide(runs: dict[str, dict[int, dict]], design: dict = DESIGN, seeds: int | None = None) -> dict[str, Any]:
+    """The decision rule of docs/study.md applied to every comparison, and the study's verdict.
+
+    ``seeds``: the number the pilot fixed. Until every comparison has that many paired seeds the
+    verdict is "incomplete" (an interim reading shows the comparisons but judges nothing: a
+    verdict read early and then kept would change the test's error rates).
+    """
     results: dict[str, Any] = {}
     for arm, ref in COMPARISONS:
         tail = paired(runs, arm, ref, lambda r: r["val"]["tail"])
@@ -186,7 +191,10 @@ def decide(runs: dict[str, dict[int, dict]], design: dict = DESIGN) -> dict[str,
                                                                                design["alpha"])}
     sensitive = any(results.get(a, {}).get("checks", {}).get("tail_gain", False) for a in POSITIVE_CONTROLS)
     ceco = results.get("ceco")
-    if ceco is None:
+    paired_seeds = min((results[a]["tail"]["n"] if a in results else 0) for a, _ in COMPARISONS)
+    if seeds is not None and paired_seeds < seeds:
+        verdict = f"incomplete: {paired_seeds} of {seeds} paired seeds in every comparison (no verdict before all are in)"
+    elif ceco is None:
         verdict = "incomplete"
     elif not sensitive:
         verdict = "benchmark could not register a tail gain: no positive control passed the tail check"

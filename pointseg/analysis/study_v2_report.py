@@ -29,7 +29,9 @@ def _mean_sd(values: list[float]) -> str:
 
 def report_markdown(runs: dict[str, dict[int, dict]], pilot: dict[str, Any], decision: dict[str, Any],
                     minutes: float) -> str:
+    interim = decision["verdict"].startswith("incomplete")
     lines = [
+        *(["*Interim reading: not every run is in, and the rule judges only when they are.*", ""] if interim else []),
         f"Benchmark `{DESIGN['preset']}` (data seed {DESIGN['data_seed']}), batch {DESIGN['batch_size']}, "
         f"{pilot['iterations']} iterations; {minutes:.0f} min of wall time so far on this study's machines.",
         "",
