@@ -187,6 +187,19 @@ patch_cuda_sources() {
     # header moves of #614, #621, PR #626). Its one use is a profiler range around the hash
     # map's constructor: dropped, no effect on results.
     patch_file "$src/3rdparty/concurrent_unordered_map.cuh" 's|#include <cudf/detail/nvtx/ranges.hpp>\n||; s|\n[ \t]*CUDF_FUNC_RANGE\(\);||'
+    # The same header calls thrust::count_if(thrust::device, ...) but includes only thrust/count.h,
+    # which no longer brings in the execution policies (CCCL 3); coordinate_map_gpu.cu includes it
+    # before gpu.cuh's block.
+    patch_file "$src/3rdparty/concurrent_unordered_map.cuh" 's|#include <thrust/count.h>\n|#include <thrust/count.h>\n#include <thrust/execution_policy.h>\n|'
+    # CUDA 13 removed cudaMemPrefetchAsync(ptr, bytes, device, stream): the location is a
+    # cudaMemLocation and flags come before the stream. The hash map's three calls go through a
+    # wrapper that keeps the old form on earlier toolkits.
+    patch_file "$src/3rdparty/concurrent_unordered_map.cuh" 's/cudaMemPrefetchAsync\(/prefetch_to_device(/g; s|(#include <thrust/pair.h>\n)|$1\ninline cudaError_t prefetch_to_device(const void* ptr, size_t bytes, int device, cudaStream_t stream)\n{\n#if CUDART_VERSION >= 13000\n  cudaMemLocation location{};\n  location.type = cudaMemLocationTypeDevice;\n  location.id   = device;\n  return cudaMemPrefetchAsync(ptr, bytes, location, 0, stream);\n#else\n  return cudaMemPrefetchAsync(ptr, bytes, device, stream);\n#endif\n}\n|'
+    # Since CCCL 3, thrust::pair is cuda::std::pair, so the map's type has cuda::std as an
+    # associated namespace; libstdc++'s shared_ptr-from-unique_ptr constructor calls __to_address
+    # unqualified and finds libcu++'s as well ("more than one instance of std::__to_address"). The
+    # map is handed to its shared_ptr as a pointer and a deleter instead (the same ownership).
+    patch_file "$src/coordinate_map_gpu.cuh" 's|m_map = (map_type::create\([^;]*\));|{\n        auto created = $1;\n        auto deleter = created.get_deleter();\n        m_map = std::shared_ptr<map_type>(created.release(), std::move(deleter));\n      }|'
     # thrust::unary_function (only typedefs, deprecated since CUDA 12) is removed in CUDA 13's
     # CCCL 3: find_coordinate no longer derives from it.
     patch_file "$src/coordinate_map_functors.cuh" 's|\s*:\s*public thrust::unary_function<uint32_t,\s*thrust::pair<uint32_t, uint32_t>>\s*\{| {|'
