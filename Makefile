@@ -53,9 +53,11 @@ bench: install-dev
 demo: install
 	$(PY) tools/demo.py --out outputs/demo
 
-# The second long-tail study (docs/study.md): resumable, skips runs whose summaries are committed.
+# The second long-tail study (docs/study.md): resumable, skips runs whose summaries are committed,
+# and commits each run's summary as it is written (STUDY_FLAGS= to leave git alone).
+STUDY_FLAGS ?= --commit
 study: install
-	$(PY) tools/study_v2.py --out outputs/study2 --results docs/study/v2 --doc docs/study.md
+	$(PY) tools/study_v2.py --out outputs/study2 --results docs/study/v2 --doc docs/study.md $(STUDY_FLAGS)
 
 # The results block of docs/study.md from the committed summaries alone (interim until all are in).
 study-report: install

@@ -34,7 +34,8 @@
 #   collections.abc.
 # * CUDA >= 12 (each fix checked to apply, see patch_cuda_sources): thrust's algorithm headers
 #   are no longer included through others; the bundled NVTX wrapper clashes with the one CUB now
-#   includes; thrust::unary_function is gone in CUDA 13 (CCCL 3). The CPU build needs no C++
+#   includes; thrust::unary_function is gone in CUDA 13 (CCCL 3), and its headers moved to
+#   include/cccl/, where the host compiler does not look. The CPU build needs no C++
 #   change with torch 2.13 and GCC 12.
 # * The CUDA toolkit need not hold cuBLAS / cuSPARSE (pip-installed toolkits often don't): their
 #   headers and libcusparse then come from the nvidia-* packages the CUDA torch wheel installed.
@@ -200,9 +201,23 @@ patch_cuda_sources() {
     # unqualified and finds libcu++'s as well ("more than one instance of std::__to_address"). The
     # map is handed to its shared_ptr as a pointer and a deleter instead (the same ownership).
     patch_file "$src/coordinate_map_gpu.cuh" 's|m_map = (map_type::create\([^;]*\));|{\n        auto created = $1;\n        auto deleter = created.get_deleter();\n        m_map = std::shared_ptr<map_type>(created.release(), std::move(deleter));\n      }|'
+    # ATen/cuda/CUDAUtils.h of recent torch (2.14 here) uses at::Tensor without including its definition;
+    # spmm includes it before any header that does ("incomplete type at::Tensor").
+    for f in spmm.cu spmm.cuh; do
+        patch_file "$src/$f" 's|#include <ATen/cuda/CUDAUtils.h>\n|#include <ATen/core/Tensor.h>\n#include <ATen/cuda/CUDAUtils.h>\n|'
+    done
     # thrust::unary_function (only typedefs, deprecated since CUDA 12) is removed in CUDA 13's
     # CCCL 3: find_coordinate no longer derives from it.
     patch_file "$src/coordinate_map_functors.cuh" 's|\s*:\s*public thrust::unary_function<uint32_t,\s*thrust::pair<uint32_t, uint32_t>>\s*\{| {|'
+}
+
+# CUDA 13 moved thrust, CUB and libcu++ to include/cccl/: nvcc looks there, the host compiler
+# does not, and ME's .cpp sources include thrust/host_vector.h (through utils.hpp).
+cccl_headers() {
+    if [ -d "$CUDA_HOME/include/cccl/thrust" ]; then
+        export CPATH="$CUDA_HOME/include/cccl${CPATH:+:$CPATH}"
+        echo "thrust for the host compiler from $CUDA_HOME/include/cccl"
+    fi
 }
 
 # cuBLAS / cuSPARSE from the torch wheel's nvidia-* packages when the toolkit lacks them.
@@ -251,6 +266,7 @@ build() {
     patch_python_sources "$WORK/src"
     if [ "$VARIANT" != cpu ]; then
         patch_cuda_sources "$WORK/src"
+        cccl_headers
         cuda_math_libraries
     fi
     # Python's own CFLAGS (-O3 -DNDEBUG -fwrapv ... -g) with -g0 last: no debug info, ~25 % less
