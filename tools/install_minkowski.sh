@@ -3,7 +3,7 @@
 #
 #   tools/install_minkowski.sh [--venv DIR] [--cpu_only]        (or: make minkowski)
 #
-# The wheel is built once per (Python, torch, variant, this script) and cached, so a second
+# The wheel is built once per (Python, torch, variant, the script's code) and cached, so a second
 # install takes seconds. Environment:
 #   VENV                   target virtualenv (default .venv); its torch is the one built against
 #   POINTSEG_CACHE         cache root (default ${XDG_CACHE_HOME:-~/.cache}/pointseg); wheels go
@@ -34,9 +34,11 @@
 #   collections.abc.
 # * CUDA >= 12 (each fix checked to apply, see patch_cuda_sources): thrust's algorithm headers
 #   are no longer included through others; the bundled NVTX wrapper clashes with the one CUB now
-#   includes; thrust::unary_function is gone in CUDA 13 (CCCL 3), and its headers moved to
-#   include/cccl/, where the host compiler does not look. The CPU build needs no C++
-#   change with torch 2.13 and GCC 12.
+#   includes. CUDA 13 (CCCL 3): thrust::unary_function is gone; cudaMemPrefetchAsync takes a
+#   cudaMemLocation; thrust, CUB and libcu++ live in include/cccl/, where nvcc looks and the host
+#   compiler does not (cccl_headers adds it to CPATH). torch 2.14: ATen/cuda/CUDAUtils.h needs
+#   at::Tensor declared first (spmm includes ATen/core/Tensor.h before it). The CPU build needs
+#   no C++ change with torch 2.13 / 2.14 and GCC 12.
 # * The CUDA toolkit need not hold cuBLAS / cuSPARSE (pip-installed toolkits often don't): their
 #   headers and libcusparse then come from the nvidia-* packages the CUDA torch wheel installed.
 # * The extension is compiled against the target environment's own torch (ABI must match):
@@ -106,7 +108,8 @@ else
     VARIANT="cu$NVCC_VERSION-$ARCH_KEY"
     say "CUDA build with nvcc $NVCC_VERSION ($CUDA_HOME) for TORCH_CUDA_ARCH_LIST=\"$TORCH_CUDA_ARCH_LIST\""
 fi
-SCRIPT_HASH="$(sha256sum "$SCRIPT" | cut -c1-10)"
+# The key hashes the script's code, not its comments: a comment edit must not cost a rebuild.
+SCRIPT_HASH="$(grep -v '^[[:space:]]*#' "$SCRIPT" | sha256sum | cut -c1-10)"
 KEY="MinkowskiEngine-$ME_VERSION-$PY_TAG-torch${TORCH_VERSION//+/_}-$VARIANT-$SCRIPT_HASH"
 CACHE="${POINTSEG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pointseg}/wheels/$KEY"
 
