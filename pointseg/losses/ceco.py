@@ -47,7 +47,7 @@ from torch import nn
 
 from pointseg.data import stats
 from pointseg.meta import IGNORE_INDEX
-from pointseg.utils.comm import is_distributed
+from pointseg.utils.comm import all_reduce_sum_with_grad, is_distributed
 from pointseg.utils.schema import (
     in_range,
     non_negative,
@@ -167,9 +167,7 @@ def center_pool(
     sums = feat.new_zeros(num_classes + 1, feat.shape[1]).index_add_(0, rows, feat)[:num_classes]
     counts = torch.bincount(rows, minlength=num_classes + 1)[:num_classes].to(feat.dtype)
     if global_centers and is_distributed(group):
-        import torch.distributed.nn.functional as dist_nn
-
-        sums = dist_nn.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)
+        sums = all_reduce_sum_with_grad(sums, group)
         counts = counts.clone()
         dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
     labels = torch.nonzero(counts > 0).squeeze(1)

@@ -47,6 +47,33 @@ def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return tensor
 
 
+class _AllReduceSum(torch.autograd.Function):
+    # Written here because torch's differentiable all-reduce (torch.distributed.nn.functional) is
+    # deprecated (torch 2.13 warns) and its successor (torch.distributed._functional_collectives) is
+    # private and has no autograd in the torch versions this project supports.
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        # d(sum_p x_p)/dx_q = I on every process: each one's gradient is the sum of all upstream ones.
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
+def all_reduce_sum_with_grad(tensor: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    """The sum of ``tensor`` over the processes, differentiable: its backward sums the gradients
+    of all processes (the identity in a world of one)."""
+    if not is_distributed(group):
+        return tensor
+    return _AllReduceSum.apply(tensor, group)
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Every process's ``obj`` (a one-element list in a world of one)."""
     if not is_distributed():
@@ -54,7 +81,6 @@ def all_gather_object(obj: Any) -> list[Any]:
     out: list[Any] = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
 
 
 def error_elsewhere(message: str | None) -> str | None:
