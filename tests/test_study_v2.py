@@ -41,6 +41,9 @@ def test_pilot_reading_and_seed_count(tmp_path):
     sd = stats.tstd(diffs)
     assert pilot["paired_tail_sd"] == pytest.approx(sd)
     assert pilot["seeds"] == max(3, pilot["seeds_needed"]) and pilot["minimum_detectable_effect"] <= 4.6
+    # The study's later seeds of the same arms leave the pilot's reading as it was.
+    write(tmp_path, [summary("ce", 3, 30.0, curve_tail=(10.0, 20.0, 30.0)), summary("ceco", 3, 10.0)])
+    assert pilot_summary(load_summaries(tmp_path)) == pilot
 
 
 def test_rule_needs_a_positive_control_before_it_judges_ceco(tmp_path):

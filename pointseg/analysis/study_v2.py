@@ -146,10 +146,12 @@ def paired(runs: dict[str, dict[int, dict]], arm: str, ref: str, value) -> list[
 def pilot_summary(runs: dict[str, dict[int, dict]], design: dict = DESIGN) -> dict[str, Any]:
     """The pilot's reading: CE's last-third tail gain (converged?), the paired SD of the tail
     differences CeCo − CE, the seeds the rule needs to see the target gain, and the smallest gain
-    that many seeds see."""
-    ce = runs.get("ce", {})
-    gains = {s: last_third_gain(r["curve"]) for s, r in ce.items() if s in design["pilot_seeds"]}
-    tail = paired(runs, "ceco", "ce", lambda r: r["val"]["tail"])
+    that many seeds see. Only the pilot's seeds are read: the study's later seeds of the same arms
+    must not resize the study that they belong to."""
+    pilot_runs = {arm: {s: r for s, r in runs.get(arm, {}).items() if s in design["pilot_seeds"]}
+                  for arm in ("ce", "ceco")}
+    gains = {s: last_third_gain(r["curve"]) for s, r in pilot_runs["ce"].items()}
+    tail = paired(pilot_runs, "ceco", "ce", lambda r: r["val"]["tail"])
     sd = float("nan")
     if len(tail) >= 2:
         mean = sum(tail) / len(tail)
