@@ -63,7 +63,7 @@ def test_the_timed_training_step_learns_on_the_cpu():
         loss = net(SparseTensor(x.feats, x.coords), segment)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
 
