@@ -149,7 +149,7 @@ def pilot_summary(runs: dict[str, dict[int, dict]], design: dict = DESIGN) -> di
     that many seeds see. Only the pilot's seeds are read: the study's later seeds of the same arms
     must not resize the study that they belong to."""
     pilot_runs = {arm: {s: r for s, r in runs.get(arm, {}).items() if s in design["pilot_seeds"]}
-                  for arm in ("ce", "ceco")}
+                  for arm in design["pilot_arms"]}
     gains = {s: last_third_gain(r["curve"]) for s, r in pilot_runs["ce"].items()}
     tail = paired(pilot_runs, "ceco", "ce", lambda r: r["val"]["tail"])
     sd = float("nan")
