@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -32,3 +34,6 @@ def test_paired_t_test_agrees_with_scipy():
     ref = stats.ttest_1samp(diffs, 0.0, alternative="greater")
     assert ours["t"] == pytest.approx(ref.statistic) and ours["p"] == pytest.approx(ref.pvalue)
     assert ours["significant"] == (ref.pvalue < 0.05)
+    # the one-sided 95 % upper bound is the end of scipy's "less" interval
+    bound = stats.ttest_1samp(diffs, 0.0, alternative="less").confidence_interval(0.95)
+    assert bound.low == -math.inf and ours["upper"] == pytest.approx(bound.high)

@@ -76,6 +76,10 @@ def test_report_block_is_replaced_and_the_rest_kept(tmp_path):
     text = doc.read_text()
     assert text.startswith("# Study\n\nkept text\n") and text.count(BEGIN) == 1 and text.count(END) == 1
     assert "13 min" in text and f"+{DESIGN['target_gain']}" in text
+    # CeCo − CE is 1, 2, 3: its row carries the one-sided 95 % upper bound of the mean gain
+    upper = stats.ttest_1samp([1.0, 2.0, 3.0], 0.0, alternative="less").confidence_interval(0.95).high
+    row = next(line for line in text.splitlines() if line.startswith("| CE + CeCo") and " − CE |" in line)
+    assert "| +2.0 ± 1.0 |" in row and f"| {upper:+.1f} |" in row
 
 
 def test_run_summary_reads_every_file_of_a_run(tmp_path):

@@ -43,14 +43,20 @@ def minimum_detectable_effect(sd: float, n: int, power: float = 0.8, alpha: floa
 
 
 def paired_t_test(differences: list[float] | tuple[float, ...], alpha: float = 0.05) -> dict[str, float | bool]:
-    """One-sided paired t-test of "mean difference > 0": mean, SD, SE, t, p and the verdict."""
+    """One-sided paired t-test of "mean difference > 0": mean, SD, SE, t, p and the verdict.
+
+    ``upper`` is the one-sided ``1 − alpha`` upper confidence bound of the mean difference: the
+    largest true gain the seeds leave plausible, which is what a test that finds no gain can still
+    say about the size of one.
+    """
     n = len(differences)
     if n < 2:
         return {"n": n, "mean": float("nan"), "sd": float("nan"), "se": float("nan"), "t": float("nan"),
-                "p": float("nan"), "significant": False}
+                "p": float("nan"), "upper": float("nan"), "significant": False}
     mean = sum(differences) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
     se = sd / math.sqrt(n)
     t = mean / se if se > 0 else (math.inf if mean > 0 else -math.inf if mean < 0 else 0.0)
     p = float(stats.t.sf(t, n - 1))
-    return {"n": n, "mean": mean, "sd": sd, "se": se, "t": t, "p": p, "significant": bool(p < alpha)}
+    upper = mean + float(stats.t.ppf(1 - alpha, n - 1)) * se
+    return {"n": n, "mean": mean, "sd": sd, "se": se, "t": t, "p": p, "upper": upper, "significant": bool(p < alpha)}

@@ -54,15 +54,20 @@ def report_markdown(runs: dict[str, dict[int, dict]], pilot: dict[str, Any], dec
             continue
         vals = {k: [r["val"][k] for r in seeds.values()] for k in ("miou", *SPLITS)}
         lines.append(f"| {_label(arm)} | {len(seeds)} | " + " | ".join(_mean_sd(vals[k]) for k in ("miou", *SPLITS)) + " |")
-    lines += ["", "| arm − reference | n | tail Δ (mean ± SD) | p (one-sided) | minimum detectable Δ | head Δ | checks | passes |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    upper = f"{1 - DESIGN['alpha']:.0%} upper bound of tail Δ"
+    lines += ["", f"| arm − reference | n | tail Δ (mean ± SD) | p (one-sided) | minimum detectable Δ | {upper} | head Δ "
+              "| checks | passes |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for arm, c in decision["comparisons"].items():
         t = c["tail"]
         checks = ", ".join(f"{k} {'✔' if v else '✘'}" for k, v in c["checks"].items())
         lines.append(f"| {_label(arm)} − {_label(c['reference'])} | {t['n']} | {t['mean']:+.1f} ± {t['sd']:.1f} | "
-                     f"{t['p']:.3f} | {c['minimum_detectable_effect']:.1f} | {c['head_mean']:+.1f} | {checks} | "
+                     f"{t['p']:.3f} | {c['minimum_detectable_effect']:.1f} | {t['upper']:+.1f} | {c['head_mean']:+.1f} | {checks} | "
                      f"{'yes' if c['passes'] else 'no'} |")
-    lines += ["", f"**Verdict (by the rule):** {decision['verdict']}."]
+    lines += ["", f"*The minimum detectable Δ is the true gain the rule's test finds with {DESIGN['power']:.0%} power at "
+              f"the observed SD; the upper bound (one-sided, a reading beside the rule, which it does not change) is the "
+              f"largest true gain the paired seeds leave plausible.*",
+              "", f"**Verdict (by the rule):** {decision['verdict']}."]
     return "\n".join(lines)
 
 
