@@ -75,7 +75,7 @@ def test_report_block_is_replaced_and_the_rest_kept(tmp_path):
     write_report(runs, pilot, decision, doc, 13.0)
     text = doc.read_text()
     assert text.startswith("# Study\n\nkept text\n") and text.count(BEGIN) == 1 and text.count(END) == 1
-    assert "13 min" in text and f"+{DESIGN['target_gain']}" in text
+    assert "13 min of wall time in all" in text and f"+{DESIGN['target_gain']}" in text
     # CeCo − CE is 1, 2, 3: its row carries the one-sided 95 % upper bound of the mean gain
     upper = stats.ttest_1samp([1.0, 2.0, 3.0], 0.0, alternative="less").confidence_interval(0.95).high
     row = next(line for line in text.splitlines() if line.startswith("| CE + CeCo") and " − CE |" in line)
@@ -122,7 +122,7 @@ def test_an_interim_reading_judges_nothing(tmp_path):
     assert interim["comparisons"]["ceco"]["passes"]  # the comparisons are still shown
     doc = tmp_path / "study.md"
     write_report(runs, pilot_summary(runs), interim, doc, 5.0)
-    assert "*Interim reading" in doc.read_text()
+    assert "*Interim reading" in doc.read_text() and "5 min of wall time so far" in doc.read_text()
     for s in range(3):  # the post-hoc arm's values live in the CE summaries
         records[s]["posthoc"] = {"ce_logit_adjusted": {**records[s]["val"], "tail": ce[s] + 1.0}}
     records.append(summary("ceco_balanced_softmax", 2, ce[2] + 19.0, std_cos=0.25))
