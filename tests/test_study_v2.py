@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from scipy import stats
@@ -128,3 +131,19 @@ def test_an_interim_reading_judges_nothing(tmp_path):
     records.append(summary("ceco_balanced_softmax", 2, ce[2] + 19.0, std_cos=0.25))
     write(tmp_path, records)
     assert decide(load_summaries(tmp_path), seeds=3)["verdict"] == "CeCo helps the tail"
+
+
+def test_report_only_writes_the_decision_and_the_block_from_committed_summaries(tmp_path):
+    ce = [30.0, 32.0, 28.0]
+    write(tmp_path, [summary("ce", s, t) for s, t in enumerate(ce)]
+          + [summary("ceco", s, t - 1.0) for s, t in enumerate(ce)])
+    (tmp_path / "pilot.json").write_text(json.dumps(pilot_summary(load_summaries(tmp_path))))
+    (tmp_path / "timing.json").write_text(json.dumps({"minutes": 7.0, "cores": 2}))
+    doc = tmp_path / "study.md"
+    doc.write_text("# Study\n")
+    tool = Path(__file__).resolve().parents[1] / "tools" / "study_v2.py"
+    subprocess.run([sys.executable, str(tool), "--report-only", "--results", str(tmp_path), "--doc", str(doc)],
+                   check=True, capture_output=True)
+    decision = json.loads((tmp_path / "decision.json").read_text())
+    assert decision["comparisons"]["ceco"]["tail"]["mean"] == pytest.approx(-1.0)
+    assert BEGIN in doc.read_text() and decision["verdict"] in doc.read_text()

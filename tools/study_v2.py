@@ -83,6 +83,7 @@ def main() -> None:
     if args.report_only:
         runs, pilot = load_summaries(results), json.loads((results / "pilot.json").read_text())
         decision = decide(runs, seeds=pilot.get("seeds"))
+        atomic_write_text(results / "decision.json", json.dumps(decision, indent=1) + "\n")
         print(f"{decision['verdict']}\nwrote {write_report(runs, pilot, decision, doc, before)}")
         return
 
