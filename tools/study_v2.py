@@ -54,6 +54,14 @@ def commit_files(paths: list[Path], message: str) -> None:
     subprocess.run(["git", "-C", str(ROOT), "commit", "-q", "-m", message, "--", *rel], check=True)
 
 
+def publish(results: Path, doc: Path, pilot: dict, minutes: float) -> None:
+    """The decision rule on the committed summaries: ``RESULTS/decision.json`` and the report block of ``doc``."""
+    runs = load_summaries(results)
+    decision = decide(runs, seeds=pilot.get("seeds"))
+    atomic_write_text(results / "decision.json", json.dumps(decision, indent=1) + "\n")
+    print(f"{decision['verdict']}\nwrote {write_report(runs, pilot, decision, doc, minutes)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("outputs/study2"), help="data and run folders (not committed)")
@@ -81,10 +89,7 @@ def main() -> None:
         return minutes
 
     if args.report_only:
-        runs, pilot = load_summaries(results), json.loads((results / "pilot.json").read_text())
-        decision = decide(runs, seeds=pilot.get("seeds"))
-        atomic_write_text(results / "decision.json", json.dumps(decision, indent=1) + "\n")
-        print(f"{decision['verdict']}\nwrote {write_report(runs, pilot, decision, doc, before)}")
+        publish(results, doc, json.loads((results / "pilot.json").read_text()), before)
         return
 
     if not (data / "stats.json").exists():
@@ -146,11 +151,7 @@ def main() -> None:
                          "the design says to double the schedule and run the pilot again")
     if not args.pilot_only:
         runs_for(list(ARMS), range(pilot["seeds"]), pilot["iterations"])
-    runs = load_summaries(results)
-    decision = decide(runs, seeds=pilot["seeds"])
-    atomic_write_text(results / "decision.json", json.dumps(decision, indent=1) + "\n")
-    minutes = save_time()
-    print(f"wrote {write_report(runs, pilot, decision, doc, minutes)}")
+    publish(results, doc, pilot, save_time())
 
 
 if __name__ == "__main__":

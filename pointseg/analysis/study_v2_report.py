@@ -33,8 +33,7 @@ def report_markdown(runs: dict[str, dict[int, dict]], pilot: dict[str, Any], dec
     lines = [
         *(["*Interim reading: not every run is in, and the rule judges only when they are.*", ""] if interim else []),
         f"Benchmark `{DESIGN['preset']}` (data seed {DESIGN['data_seed']}), batch {DESIGN['batch_size']}, "
-        f"{pilot['iterations']} iterations; {minutes:.0f} min of wall time {'so far' if interim else 'in all'} on this study's machines "
-        "(two runs at a time on 2 cores).",
+        f"{pilot['iterations']} iterations; {minutes:.0f} min of wall time {'so far' if interim else 'in all'} on this study's machines.",
         "",
         "**Pilot.** CE's val tail mIoU gained "
         + ", ".join(f"{g:+.1f} (seed {s})" for s, g in sorted(pilot["last_third_tail_gain"].items(), key=lambda x: int(x[0])))
